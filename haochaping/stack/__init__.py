@@ -1,0 +1,1 @@
+"""Local Kafka and ClickHouse for development, tests, CI and the demo."""
