@@ -1,0 +1,75 @@
+"""Kafka topics: their names, keys and partitioning, created explicitly before any worker starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from haochaping.settings import KafkaSettings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    key: str  # what the record key is: documents the partitioning contract
+    purpose: str
+    config: dict[str, str] = field(default_factory=dict)
+    co_partitioned: bool = True  # takes the common partition count
+
+
+# Ledger tables are partitioned by ticket id: ledger.intake and ledger.commands must have the same
+# partition count so that one worker owns a ticket alone (see README, "Topics").
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec("reviews.raw", "unit code", "a review as the contract defines it, with receive time"),
+    TopicSpec("workorders.raw", "work-order id", "12345 work orders and their call-back results"),
+    TopicSpec("reviews.accepted", "unit code", "validated, deduplicated reviews with fraud flags"),
+    TopicSpec("ledger.intake", "ticket id", "a triaged item that opens a ticket"),
+    TopicSpec("ledger.commands", "ticket id", "an officer's or supervisor's action on a ticket"),
+    TopicSpec(
+        "ledger.events",
+        "ticket id",
+        "every change of a ticket: the audit trail, kept forever",
+        {"retention.ms": "-1"},
+    ),
+    TopicSpec("satisfaction.minute", "dimension tuple", "per-minute counts per level"),
+    TopicSpec("alerts", "unit code", "overdue tickets and bad-review spikes"),
+    TopicSpec("deadletter", "source topic", "the original bytes, the stage and the reason"),
+)
+
+
+def topic_names(settings: KafkaSettings) -> dict[str, str]:
+    """Logical name -> the real topic name under the configured prefix."""
+    return {spec.name: settings.topic(spec.name) for spec in TOPICS}
+
+
+def ensure_topics(settings: KafkaSettings, *, timeout_s: float = 30.0) -> list[str]:
+    """Create the missing topics with the configured partition count; return the names created."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.client_id}-admin",
+        request_timeout_ms=int(timeout_s * 1000),
+    )
+    try:
+        existing = set(admin.list_topics())
+        wanted = [
+            NewTopic(
+                settings.topic(spec.name),
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                topic_configs=spec.config,
+            )
+            for spec in TOPICS
+            if settings.topic(spec.name) not in existing
+        ]
+        created: list[str] = []
+        for topic in wanted:
+            try:
+                admin.create_topics([topic], timeout_ms=int(timeout_s * 1000))
+                created.append(topic.name)
+            except TopicAlreadyExistsError:
+                pass
+        return created
+    finally:
+        admin.close()
