@@ -22,7 +22,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
-_PART_CLIS = ("haochaping.stack.cli", "ingest.cli", "streams.cli", "sinks.cli", "api.cli", "haochaping.simulator.cli")
+_PART_CLIS = (
+    "haochaping.stack.cli",
+    "ingest.cli",
+    "streams.cli",
+    "sinks.cli",
+    "api.cli",
+    "haochaping.simulator.cli",
+)
 
 
 @app.callback()

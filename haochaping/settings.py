@@ -44,7 +44,9 @@ class IngestSettings(BaseModel):
     port: int = 8000
     max_batch: int = 500
     # key id -> shared secret of each sender (device, gateway, hotline system, provincial platform).
-    sender_keys: dict[str, SecretStr] = Field(default_factory=lambda: {"demo-device": SecretStr("demo-secret")})
+    sender_keys: dict[str, SecretStr] = Field(
+        default_factory=lambda: {"demo-device": SecretStr("demo-secret")}
+    )
     # Key of the HMAC that turns a phone or ID number into a pseudonym before anything leaves ingest.
     pseudonym_key: SecretStr = SecretStr("change-me-pseudonym-key")
     max_clock_skew_seconds: int = 300

@@ -194,8 +194,12 @@ class Review(_Contract):
     rater_id: Pseudonym | None = Field(
         default=None, description="Keyed pseudonym of the rater, made by ingest; never a clear phone or ID."
     )
-    follow_up: bool = Field(default=False, description="追评: a second rating after a bad review was handled.")
-    sender: Code | None = Field(default=None, description="Key id of the authenticated sender; set by ingest.")
+    follow_up: bool = Field(
+        default=False, description="追评: a second rating after a bad review was handled."
+    )
+    sender: Code | None = Field(
+        default=None, description="Key id of the authenticated sender; set by ingest."
+    )
 
     @property
     def level(self) -> Level:
@@ -214,23 +218,31 @@ class Review(_Contract):
 class WorkOrder(_Contract):
     """A 12345 hotline work order (工单) forwarded to the pipeline. Versions replace earlier ones."""
 
-    order_id: Code = Field(description="Work-order id in the hotline system.", examples=["12345-20261125-0001"])
+    order_id: Code = Field(
+        description="Work-order id in the hotline system.", examples=["12345-20261125-0001"]
+    )
     version: int = Field(default=1, ge=1, description="Revision of the order; (order_id, version) is unique.")
     schema_version: Literal[1] = SCHEMA_VERSION
-    kind: WorkOrderType = Field(description="投诉 complaint, 举报 report, 求助 help, 咨询 inquiry, 建议, 表扬.")
+    kind: WorkOrderType = Field(
+        description="投诉 complaint, 举报 report, 求助 help, 咨询 inquiry, 建议, 表扬."
+    )
     urgency: Urgency = Field(default=Urgency.NORMAL, description="特急 / 紧急 / 一般.")
     region_code: RegionCode
     unit_code: UnitCode = Field(description="承办单位: the unit in charge.")
     unit_name: Name
     other_unit_codes: tuple[UnitCode, ...] = Field(
-        default=(), max_length=20, description="Further units the order names (a complaint about several units)."
+        default=(),
+        max_length=20,
+        description="Further units the order names (a complaint about several units).",
     )
     case_no: Code | None = Field(default=None, description="办件编号, when the order is about a case.")
     item_code: Code | None = None
     title: Name | None = None
     text: FreeText = Field(description="What the caller said, as recorded by the operator.")
     real_name: bool = False
-    caller_id: Pseudonym | None = Field(default=None, description="Keyed pseudonym of the caller, made by ingest.")
+    caller_id: Pseudonym | None = Field(
+        default=None, description="Keyed pseudonym of the caller, made by ingest."
+    )
     created_at: AwareDatetime = Field(description="When the hotline created the order.")
     received_at: AwareDatetime | None = None
     sender: Code | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+
 from pydantic import BaseModel, ValidationError
 
 from haochaping.domain import contract
