@@ -53,7 +53,7 @@ class TestLevels:
 
     @given(st.integers().filter(lambda n: not 1 <= n <= 5))
     def test_gbt39046_out_of_range_is_refused(self, code: int) -> None:
-        with pytest.raises(ValueError, match="1..5"):
+        with pytest.raises(ValueError, match=r"1\.\.5"):
             Level.from_gbt39046(code)
 
 
