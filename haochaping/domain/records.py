@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from haochaping.domain.contract import Channel, Review
+from haochaping.domain.contract import Channel, Review, WorkOrder
 
 
 class _Record(BaseModel):
@@ -103,6 +103,27 @@ class Ticket(_Record):
     callback_ok: bool | None = None
     closed_at: datetime | None = None
     calendar_warning: str | None = None  # set when a deadline ran past the official calendar
+    # Where a rejected appeal or a rejected not-fixable request returns the ticket to.
+    resume_status: TicketStatus | None = None
+    # The deadline whose passing was last escalated: a deadline is escalated once, never twice.
+    escalated_due: datetime | None = None
+
+
+class LedgerIntake(_Record):
+    """``ledger.intake`` (key: ticket id): a triaged review or work order that opens a ticket.
+
+    ``ticket_id`` is ``ledger.ticket_id_for(source, source_id)``, so a reprocessed item lands on the
+    same key and opens no second ticket. Exactly one of ``review`` / ``order`` is set.
+    """
+
+    ticket_id: str
+    source: Literal["review", "workorder"]
+    source_id: str
+    at: datetime  # when the item was triaged: the ticket's opening time
+    colour: Colour
+    reasons: tuple[TriageReason, ...]
+    review: Review | None = None
+    order: WorkOrder | None = None
 
 
 class LedgerEventType(enum.StrEnum):
