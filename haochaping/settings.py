@@ -50,6 +50,20 @@ class IngestSettings(BaseModel):
     # Key of the HMAC that turns a phone or ID number into a pseudonym before anything leaves ingest.
     pseudonym_key: SecretStr = SecretStr("change-me-pseudonym-key")
     max_clock_skew_seconds: int = 300
+    # A request body larger than this is refused with 413 before it is read further.
+    max_body_bytes: int = 4 * 1024 * 1024
+    # How long a request may wait for Kafka's acknowledgement before the sender gets 503 + Retry-After.
+    # The producer gives up on the record a little earlier, so a 503 never leaves a late copy behind.
+    delivery_timeout_seconds: float = 5.0
+    # How long connecting to the cluster may take when ingest (re)connects; a request never waits longer.
+    connect_timeout_seconds: float = 2.0
+    retry_after_seconds: int = 5
+    linger_ms: int = 2
+    # Per provincial source (its key id): pf code -> channel, for provinces that swap 6 and 7 or add codes.
+    # Sources not listed use haochaping.domain.contract.PROVINCIAL_CHANNEL_CODES.
+    provincial_channel_codes: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # SMS invitations are kept this long for replies to link to (the compacted topic's retention too).
+    invitation_ttl_days: int = 30
 
 
 class StreamsSettings(BaseModel):
@@ -61,6 +75,23 @@ class StreamsSettings(BaseModel):
     rules_file: Path | None = None
     # Path of a YAML file of holidays / make-up working days for years chinese-calendar lacks.
     calendar_overrides_file: Path | None = None
+    # Prometheus metrics of the worker; 0 serves none (several workers on one host need distinct ports).
+    metrics_port: int = 9466
+    # Where RocksDB tables live; default <var_dir>/streams/<app id>. One directory per worker process.
+    data_dir: Path | None = None
+    # Records per batch and how long a batch waits to fill: the throughput / latency trade.
+    batch_size: int = 2000
+    batch_within_seconds: float = 0.05
+    # How long the broker waits for data before answering an empty fetch: bounds the latency of a
+    # quiet partition (Faust's own default is 1.5 s).
+    fetch_max_wait_ms: int = 100
+    broker_session_timeout: float = 60.0
+    broker_heartbeat_interval: float = 3.0
+    standby_replicas: int = 0
+    producer_linger_seconds: float = 0.005
+    commit_interval_seconds: float = 1.0
+    # How often the ledger looks for tickets whose 预警 or deadline has come.
+    deadline_check_seconds: float = 5.0
 
 
 class SinkSettings(BaseModel):
@@ -75,6 +106,12 @@ class ApiSettings(BaseModel):
     token_secret: SecretStr = SecretStr("change-me-token-secret")
     token_issuer: str = "haochaping"
     token_ttl_minutes: int = 12 * 60
+    # How long an action waits for the ledger's answer before the API says 202 and hands out a link to poll.
+    command_wait_seconds: float = 5.0
+    # Rankings leave out anyone with fewer ratings than this, so three ratings don't top a table.
+    ranking_min_sample: int = 30
+    # Events a slow live-board client may fall behind by before the oldest are dropped for it.
+    live_queue_size: int = 1000
 
 
 class Settings(BaseSettings):

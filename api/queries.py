@@ -1,0 +1,442 @@
+"""What the API asks ClickHouse, and the arithmetic on the answers.
+
+Every function takes the unit scope already decided by :mod:`api.auth` (``unit_code`` is the
+officer's own unit for a unit officer); none of them decides who may see what. Parameters always go
+to the server as bound parameters (``{name:Type}``), never into the SQL text.
+
+Table and column names follow the sinks' schema (``sinks/schema.py``, ``docs/clickhouse.md``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from haochaping.domain.contract import BEIJING, Channel, Level
+from haochaping.domain.records import Colour, LedgerEvent, Ticket, TicketStatus
+
+REVIEWS = "reviews"
+TICKETS = "tickets"
+TICKET_EVENTS = "ticket_events"
+TZ = "Asia/Shanghai"
+
+# Statuses a ticket passes through once it has been rectified: it counts toward 整改率 from then on.
+RECTIFIED_STATUSES = (TicketStatus.RECTIFIED, TicketStatus.CALLED_BACK, TicketStatus.CLOSED)
+OPEN_STATUSES = tuple(
+    s for s in TicketStatus if s not in (TicketStatus.CLOSED, TicketStatus.VOID, TicketStatus.NOT_FIXABLE)
+)
+
+
+class Granularity(enum.StrEnum):
+    MINUTE = "minute"
+    HOUR = "hour"
+    DAY = "day"
+    MONTH = "month"
+
+
+_BUCKET = {
+    Granularity.MINUTE: f"toStartOfMinute(rated_at, '{TZ}')",
+    Granularity.HOUR: f"toStartOfHour(rated_at, '{TZ}')",
+    Granularity.DAY: f"toDateTime(toDate(rated_at, '{TZ}'), '{TZ}')",
+    Granularity.MONTH: f"toDateTime(toStartOfMonth(rated_at, '{TZ}'), '{TZ}')",
+}
+
+
+class Dimension(enum.StrEnum):
+    """What a ranking ranks."""
+
+    UNIT = "unit"
+    HALL = "hall"
+    WINDOW = "window"
+    STAFF = "staff"
+    REGION = "region"
+    ITEM = "item"
+
+
+_DIMENSION_COLUMN = {
+    Dimension.UNIT: "unit_code",
+    Dimension.HALL: "hall_id",
+    Dimension.WINDOW: "window_id",
+    Dimension.STAFF: "staff_id",
+    Dimension.REGION: "region_code",
+    Dimension.ITEM: "item_code",
+}
+
+
+class Metric(enum.StrEnum):
+    SATISFACTION_RATE = "satisfaction_rate"
+    BAD_RATE = "bad_rate"
+    SCORE = "score"
+
+
+# --- the arithmetic (domain.md: 满意率 = 5+4+3 stars / all, 差评率 = 2+1 / all, score = mean of 10/8/6/3/0)
+
+
+@dataclass(frozen=True)
+class Figures:
+    counts: tuple[int, int, int, int, int]  # index i: ratings with i+1 stars
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts)
+
+    @property
+    def satisfaction_rate(self) -> float | None:
+        return None if not self.total else sum(self.counts[2:]) / self.total
+
+    @property
+    def bad_rate(self) -> float | None:
+        return None if not self.total else sum(self.counts[:2]) / self.total
+
+    @property
+    def score(self) -> float | None:
+        if not self.total:
+            return None
+        return sum(Level(i + 1).score * n for i, n in enumerate(self.counts)) / self.total
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "counts": {str(i + 1): n for i, n in enumerate(self.counts)},
+            "satisfaction_rate": _round(self.satisfaction_rate),
+            "bad_rate": _round(self.bad_rate),
+            "score": _round(self.score),
+        }
+
+
+def _round(value: float | None, digits: int = 6) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+# The same arithmetic in SQL, for ordering a ranking on the server.
+_COUNTS_SQL = ", ".join(f"countIf(stars = {s}) AS n{s}" for s in range(1, 6))
+_METRIC_SQL = {
+    Metric.SATISFACTION_RATE: "(n3 + n4 + n5) / (n1 + n2 + n3 + n4 + n5)",
+    Metric.BAD_RATE: "(n1 + n2) / (n1 + n2 + n3 + n4 + n5)",
+    Metric.SCORE: "(10 * n5 + 8 * n4 + 6 * n3 + 3 * n2) / (n1 + n2 + n3 + n4 + n5)",
+}
+
+
+# --- filters
+
+
+@dataclass(frozen=True)
+class ReviewFilter:
+    since: datetime
+    until: datetime
+    unit_code: str | None = None
+    region_code: str | None = None
+    hall_id: str | None = None
+    window_id: str | None = None
+    staff_id: str | None = None
+    item_code: str | None = None
+    channel: Channel | None = None
+    # Fraud-flagged ratings are kept but left out of official figures unless asked for.
+    include_flagged: bool = False
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        clauses = ["rated_at >= {since:DateTime64(3)}", "rated_at < {until:DateTime64(3)}"]
+        params: dict[str, Any] = {"since": self.since, "until": self.until}
+        for column in ("unit_code", "region_code", "hall_id", "window_id", "staff_id", "item_code"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"{column} = {{{column}:String}}")
+                params[column] = value
+        if self.channel is not None:
+            clauses.append("channel = {channel:String}")
+            params["channel"] = self.channel.value
+        if not self.include_flagged:
+            clauses.append("empty(fraud_flags)")
+        return " AND ".join(clauses), params
+
+
+def _counts(row: Sequence[Any]) -> tuple[int, int, int, int, int]:
+    return (int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]))
+
+
+def satisfaction(client: Any, flt: ReviewFilter) -> Figures:
+    where, params = flt.where()
+    row = client.query(f"SELECT {_COUNTS_SQL} FROM {REVIEWS} WHERE {where}", parameters=params).result_rows[0]
+    return Figures(_counts(row))
+
+
+@dataclass(frozen=True)
+class SeriesPoint:
+    at: datetime
+    figures: Figures
+
+
+def satisfaction_series(client: Any, flt: ReviewFilter, granularity: Granularity) -> list[SeriesPoint]:
+    where, params = flt.where()
+    sql = (
+        f"SELECT {_BUCKET[granularity]} AS bucket, {_COUNTS_SQL} FROM {REVIEWS} "
+        f"WHERE {where} GROUP BY bucket ORDER BY bucket"
+    )
+    rows = client.query(sql, parameters=params).result_rows
+    return [SeriesPoint(_beijing(r[0]), Figures(_counts(r[1:]))) for r in rows]
+
+
+@dataclass(frozen=True)
+class RankRow:
+    rank: int
+    key: str
+    name: str | None
+    figures: Figures
+
+
+def ranking(
+    client: Any,
+    flt: ReviewFilter,
+    *,
+    dimension: Dimension,
+    metric: Metric,
+    worst_first: bool,
+    min_sample: int,
+    limit: int,
+) -> list[RankRow]:
+    column = _DIMENSION_COLUMN[dimension]
+    where, params = flt.where()
+    params.update({"min_sample": min_sample, "limit": limit})
+    name = "any(unit_name)" if dimension is Dimension.UNIT else "''"
+    # Worst first: lowest 满意率 / score, highest 差评率 (the 蜗牛奖 list). Ties go by sample size so
+    # a bigger body of evidence ranks first, then by key so the order is stable.
+    ascending = worst_first != (metric is Metric.BAD_RATE)
+    order = "ASC" if ascending else "DESC"
+    sql = (
+        f"SELECT key, name, n1, n2, n3, n4, n5, {_METRIC_SQL[metric]} AS m FROM ("
+        f" SELECT {column} AS key, {name} AS name, {_COUNTS_SQL} FROM {REVIEWS}"
+        f" WHERE {where} AND {column} IS NOT NULL AND {column} != '' GROUP BY key"
+        f") WHERE n1 + n2 + n3 + n4 + n5 >= {{min_sample:UInt32}}"
+        f" ORDER BY m {order}, n1 + n2 + n3 + n4 + n5 DESC, key ASC LIMIT {{limit:UInt32}}"
+    )
+    rows = client.query(sql, parameters=params).result_rows
+    return [
+        RankRow(rank=i + 1, key=str(r[0]), name=(r[1] or None), figures=Figures(_counts(r[2:7])))
+        for i, r in enumerate(rows)
+    ]
+
+
+# --- tickets
+
+
+_TICKET_COLUMNS = tuple(Ticket.model_fields)
+
+
+@dataclass(frozen=True)
+class TicketFilter:
+    unit_code: str | None = None
+    colour: Colour | None = None
+    status: TicketStatus | None = None
+    overdue: bool | None = None
+    opened_since: datetime | None = None
+    opened_until: datetime | None = None
+    open_only: bool = False
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        clauses: list[str] = ["1"]
+        params: dict[str, Any] = {}
+        if self.unit_code is not None:
+            clauses.append("unit_code = {unit_code:String}")
+            params["unit_code"] = self.unit_code
+        if self.colour is not None:
+            clauses.append("colour = {colour:String}")
+            params["colour"] = self.colour.value
+        if self.status is not None:
+            clauses.append("status = {status:String}")
+            params["status"] = self.status.value
+        if self.overdue is not None:
+            clauses.append("overdue = {overdue:Bool}")
+            params["overdue"] = self.overdue
+        if self.opened_since is not None:
+            clauses.append("opened_at >= {opened_since:DateTime64(3)}")
+            params["opened_since"] = self.opened_since
+        if self.opened_until is not None:
+            clauses.append("opened_at < {opened_until:DateTime64(3)}")
+            params["opened_until"] = self.opened_until
+        if self.open_only:
+            clauses.append("status IN {open_statuses:Array(String)}")
+            params["open_statuses"] = [s.value for s in OPEN_STATUSES]
+        return " AND ".join(clauses), params
+
+
+def _current_tickets_sql() -> str:
+    # The newest version of each ticket; FINAL alone would also do, but argMax works whatever the
+    # merge state and whatever the engine.
+    return f"SELECT * FROM {TICKETS} FINAL"
+
+
+@dataclass
+class TicketPage:
+    total: int
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+def list_tickets(client: Any, flt: TicketFilter, *, limit: int, offset: int) -> TicketPage:
+    where, params = flt.where()
+    params.update({"limit": limit, "offset": offset})
+    base = f"({_current_tickets_sql()}) AS t WHERE {where}"
+    total = int(client.query(f"SELECT count() FROM {base}", parameters=params).result_rows[0][0])
+    result = client.query(
+        f"SELECT * FROM {base} ORDER BY opened_at DESC, ticket_id LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}",
+        parameters=params,
+    )
+    return TicketPage(total, [_ticket_dict(result.column_names, row) for row in result.result_rows])
+
+
+def colour_counts(client: Any, unit_code: str | None) -> dict[str, int]:
+    flt = TicketFilter(unit_code=unit_code, open_only=True)
+    where, params = flt.where()
+    rows = client.query(
+        f"SELECT colour, count() FROM ({_current_tickets_sql()}) AS t WHERE {where} GROUP BY colour",
+        parameters=params,
+    ).result_rows
+    out = {c.value: 0 for c in Colour}
+    out.update({str(c): int(n) for c, n in rows})
+    return out
+
+
+def get_ticket(client: Any, ticket_id: str) -> dict[str, Any] | None:
+    result = client.query(
+        f"SELECT * FROM ({_current_tickets_sql()}) AS t WHERE ticket_id = {{ticket_id:String}} LIMIT 1",
+        parameters={"ticket_id": ticket_id},
+    )
+    if not result.result_rows:
+        return None
+    return _ticket_dict(result.column_names, result.result_rows[0])
+
+
+def ticket_history(client: Any, ticket_id: str) -> list[dict[str, Any]]:
+    result = client.query(
+        f"SELECT event_id, type, at, actor, command_id, reason FROM {TICKET_EVENTS} "
+        f"WHERE ticket_id = {{ticket_id:String}} ORDER BY at, event_id",
+        parameters={"ticket_id": ticket_id},
+    )
+    return [
+        {
+            k: (_beijing(v) if isinstance(v, datetime) else v)
+            for k, v in zip(result.column_names, row, strict=True)
+        }
+        for row in result.result_rows
+    ]
+
+
+def command_event(client: Any, command_id: str) -> dict[str, Any] | None:
+    result = client.query(
+        f"SELECT event_id, ticket_id, type, at, actor, command_id, reason FROM {TICKET_EVENTS} "
+        f"WHERE command_id = {{command_id:String}} LIMIT 1",
+        parameters={"command_id": command_id},
+    )
+    if not result.result_rows:
+        return None
+    return {
+        k: (_beijing(v) if isinstance(v, datetime) else v)
+        for k, v in zip(result.column_names, result.result_rows[0], strict=True)
+    }
+
+
+def _ticket_dict(columns: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in zip(columns, row, strict=True):
+        if name not in _TICKET_COLUMNS:
+            continue
+        out[name] = _beijing(value) if isinstance(value, datetime) else value
+    return out
+
+
+def ticket_from_event(event: LedgerEvent) -> dict[str, Any]:
+    return event.ticket.model_dump(mode="json")
+
+
+# --- the monthly 通报
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    rank: int
+    unit_code: str
+    unit_name: str
+    figures: Figures
+    tickets: int
+    rectified: int
+    called_back: int
+    overdue: int
+
+    @property
+    def rectification_rate(self) -> float | None:
+        return None if not self.tickets else self.rectified / self.tickets
+
+    @property
+    def callback_rate(self) -> float | None:
+        return None if not self.tickets else self.called_back / self.tickets
+
+    @property
+    def overdue_rate(self) -> float | None:
+        return None if not self.tickets else self.overdue / self.tickets
+
+
+def month_bounds(month: date) -> tuple[datetime, datetime]:
+    start = datetime(month.year, month.month, 1, tzinfo=BEIJING)
+    end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=BEIJING)
+    return start, end
+
+
+def monthly_report(client: Any, month: date, *, unit_code: str | None) -> list[ReportRow]:
+    """The 通报 table: each unit's figures for the month, and the tickets opened in the month as they stand now.
+
+    整改率 = tickets rectified (or further: called back, closed) / tickets; 回访率 = tickets with a
+    recorded call-back / tickets; 超期率 = tickets that went overdue / tickets. Ranked by 满意率 (ties:
+    lower 差评率, then more ratings).
+    """
+    since, until = month_bounds(month)
+    flt = ReviewFilter(since=since, until=until, unit_code=unit_code)
+    where, params = flt.where()
+    reviews = client.query(
+        f"SELECT unit_code, any(unit_name), {_COUNTS_SQL} FROM {REVIEWS} WHERE {where} GROUP BY unit_code",
+        parameters=params,
+    ).result_rows
+    tflt = TicketFilter(unit_code=unit_code, opened_since=since, opened_until=until)
+    twhere, tparams = tflt.where()
+    tparams["rectified"] = [s.value for s in RECTIFIED_STATUSES]
+    tickets = client.query(
+        f"SELECT unit_code, any(unit_name), count(), countIf(status IN {{rectified:Array(String)}}),"
+        f" countIf(callback_ok IS NOT NULL), countIf(overdue)"
+        f" FROM ({_current_tickets_sql()}) AS t WHERE {twhere} AND status != 'void' GROUP BY unit_code",
+        parameters=tparams,
+    ).result_rows
+    by_unit: dict[str, dict[str, Any]] = {}
+    for code, name, *counts in reviews:
+        by_unit[code] = {"name": name, "figures": Figures(_counts(counts)), "t": (0, 0, 0, 0)}
+    for code, name, n, rectified, called_back, overdue in tickets:
+        entry = by_unit.setdefault(
+            code, {"name": name, "figures": Figures((0, 0, 0, 0, 0)), "t": (0, 0, 0, 0)}
+        )
+        entry["t"] = (int(n), int(rectified), int(called_back), int(overdue))
+
+    def order(item: tuple[str, dict[str, Any]]) -> tuple[float, float, int, str]:
+        f: Figures = item[1]["figures"]
+        return (
+            -(f.satisfaction_rate if f.satisfaction_rate is not None else -1.0),
+            f.bad_rate if f.bad_rate is not None else 2.0,
+            -f.total,
+            item[0],
+        )
+
+    rows = []
+    for rank, (code, entry) in enumerate(sorted(by_unit.items(), key=order), start=1):
+        n, rectified, called_back, overdue = entry["t"]
+        rows.append(
+            ReportRow(rank, code, entry["name"], entry["figures"], n, rectified, called_back, overdue)
+        )
+    return rows
+
+
+def _beijing(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        # clickhouse-connect returns naive datetimes for columns without a time zone: they hold UTC.
+        from datetime import UTC
+
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(BEIJING)

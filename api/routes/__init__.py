@@ -1,0 +1,1 @@
+"""Thin routes: each says what; api.queries and api.commands say how."""
