@@ -44,7 +44,7 @@ def summary(actor: CurrentActor, client: ClickHouse, settings: AppSettings) -> d
         dimension=queries.Dimension.UNIT,
         metric=queries.Metric.SATISFACTION_RATE,
         worst_first=False,
-        min_sample=1,
+        min_sample=settings.api.ranking_min_sample,
         limit=20,
     )
     red = queries.list_tickets(
@@ -56,6 +56,7 @@ def summary(actor: CurrentActor, client: ClickHouse, settings: AppSettings) -> d
     return {
         "as_of": now,
         "scope": unit,
+        "min_sample": settings.api.ranking_min_sample,
         "today": today.as_dict(),
         "trend": [{"at": p.at, **p.figures.as_dict()} for p in trend],
         "ranking": [{"rank": r.rank, "key": r.key, "name": r.name, **r.figures.as_dict()} for r in ranking],
