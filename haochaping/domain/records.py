@@ -107,6 +107,8 @@ class Ticket(_Record):
     resume_status: TicketStatus | None = None
     # The deadline whose passing was last escalated: a deadline is escalated once, never twice.
     escalated_due: datetime | None = None
+    # When the time to ``due`` started (the escalation that set it); None: at ``opened_at``.
+    due_since: datetime | None = None
 
 
 class LedgerIntake(_Record):
