@@ -1,0 +1,236 @@
+"""The faust-streaming application: thin agents that move bytes between Kafka and the stages.
+
+Topology (logical topic names; ``settings.kafka.topic(name)`` adds the deployment's prefix)::
+
+    reviews.raw    ──[reviews]────> reviews.accepted, ledger.intake, satisfaction.minute, alerts, deadletter
+    workorders.raw ──[workorders]─> ledger.intake, ledger.commands (12345 call-backs), deadletter
+    ledger.intake  ─┐
+    ledger.commands ┴[ledger]─────> ledger.events, alerts, deadletter
+    (timer) deadline check ───────> ledger.intake (DeadlineTick for the tickets this worker owns)
+
+Every agent works the same way (:func:`_run_batch`): take up to ``batch_size`` raw records with
+``noack_take``, hand them to the stage (plain Python), send what it returns, wait until the broker
+has every output, write each changed table key once, then ack the batch. A batch whose processing
+or sending raises is never acked: its offsets are not committed and a restarted worker processes it
+again (at least once; every output carries an id that makes a repeat recognisable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP, EventT
+
+from haochaping.domain.contract import BEIJING
+from haochaping.settings import Settings
+from streams import metrics
+from streams.batch import (
+    LEDGER_COMMANDS,
+    LEDGER_INTAKE,
+    REVIEWS_RAW,
+    WORKORDERS_RAW,
+    BatchResult,
+    Incoming,
+)
+from streams.state import last_event_per_partition, write_per_partition
+
+log = logging.getLogger(__name__)
+
+Process = Callable[[Sequence[Incoming], Callable[[bytes], bytes | None]], BatchResult]
+
+
+@dataclass
+class Stages:
+    """The plain-Python stages the agents drive; built from the rules and calendar files."""
+
+    reviews: Any
+    workorders: Any
+    ledger: Any
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Stages:
+        from haochaping.domain.triage import TriageRules
+        from streams.ledger import LedgerStage
+        from streams.reviews import ReviewStage
+        from streams.workorders import WorkOrderStage
+
+        rules = TriageRules.load(settings.streams.rules_file)
+        return cls(
+            reviews=ReviewStage.from_rules(rules),
+            workorders=WorkOrderStage.from_rules(rules),
+            ledger=LedgerStage.from_settings(settings, rules.config),
+        )
+
+
+def app_id_for(settings: Settings) -> str:
+    """Faust prefixes its own topics (table changelogs) with the app id: include the topic prefix."""
+    prefix = settings.kafka.topic_prefix.rstrip(".-_")
+    return f"{prefix}-{settings.streams.app_id}" if prefix else settings.streams.app_id
+
+
+def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
+    """A Faust app for these settings; nothing connects until a worker starts it."""
+    s = settings.streams
+    kafka = settings.kafka
+    app_id = app_id_for(settings)
+    app = faust.App(
+        app_id,
+        broker=[f"kafka://{host}" for host in kafka.bootstrap_servers.split(",")],
+        broker_client_id=f"{kafka.client_id}-streams",
+        store=s.store,
+        datadir=str(s.data_dir or settings.var_dir / "streams" / app_id),
+        topic_partitions=kafka.partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_allow_declare=True,
+        key_serializer="raw",
+        value_serializer="raw",
+        broker_session_timeout=s.broker_session_timeout,
+        broker_heartbeat_interval=s.broker_heartbeat_interval,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        # Standby copies would double the changelog reads for no gain on a two-core box; a new owner
+        # recovers a partition from its changelog.
+        table_standby_replicas=s.standby_replicas,
+        producer_linger=s.producer_linger_seconds,
+        broker_commit_interval=s.commit_interval_seconds,
+        stream_buffer_maxsize=max(4096, s.batch_size * 2),
+    )
+    names = {logical: kafka.topic(logical) for logical in _LOGICAL}
+    logical_of = {real: logical for logical, real in names.items()}
+    app.conf.haochaping_topics = names  # type: ignore[attr-defined]
+
+    def source(*logical: str) -> faust.TopicT:
+        return app.topic(*(names[n] for n in logical), key_type=bytes, value_type=bytes)
+
+    dedupe = app.Table("review-dedupe", key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+    tickets = app.Table("tickets", key_type=bytes, value_type=bytes, partitions=kafka.partitions)
+    built: dict[str, Stages] = {}
+
+    def stages_() -> Stages:
+        # Built on first use so that create_app stays cheap and free of file reads.
+        if "s" not in built:
+            built["s"] = stages or Stages.from_settings(settings)
+        return built["s"]
+
+    async def run_batch(
+        stream: faust.StreamT, events: Sequence[EventT], process: Process, table: Any, agent: str
+    ) -> None:
+        started = time.perf_counter()
+        incoming = [
+            Incoming(
+                logical_of.get(ev.message.topic, ev.message.topic),
+                ev.message.partition,
+                ev.message.offset,
+                ev.message.key,
+                ev.message.value,
+            )
+            for ev in events
+        ]
+        for topic in {i.topic for i in incoming}:
+            metrics.EVENTS_IN.labels(topic).inc(sum(1 for i in incoming if i.topic == topic))
+        result = process(incoming, table.get if table is not None else _no_state)
+        producer = app.producer
+        pending = [await producer.send(names[o.topic], o.key, o.value, None, None, None) for o in result.out]
+        if pending:
+            await asyncio.gather(*pending)
+        if table is not None and result.writes:
+            write_per_partition(table, result.writes, last_event_per_partition(events))
+        for ev in events:
+            await stream.ack(ev)
+        _record_metrics(agent, result, len(events), time.perf_counter() - started)
+
+    batch_size, within = s.batch_size, s.batch_within_seconds
+
+    @app.agent(source(REVIEWS_RAW), name="reviews")
+    async def reviews(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        async for events in manual.noack_take(batch_size, within=within):
+            await run_batch(manual, events, stages_().reviews.process, dedupe, "reviews")
+
+    @app.agent(source(WORKORDERS_RAW), name="workorders")
+    async def workorders(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        async for events in manual.noack_take(batch_size, within=within):
+            await run_batch(manual, events, stages_().workorders.process, None, "workorders")
+
+    @app.agent(source(LEDGER_INTAKE, LEDGER_COMMANDS), name="ledger")
+    async def ledger(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        async for events in manual.noack_take(batch_size, within=within):
+            await run_batch(manual, events, stages_().ledger.process, tickets, "ledger")
+
+    @app.timer(s.deadline_check_seconds)
+    async def deadline_check() -> None:
+        """Publish a DeadlineTick for every ticket of this worker's partitions that has a change due."""
+        owned = {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == names[LEDGER_INTAKE]}
+        if not owned:
+            return
+        now = datetime.now(BEIJING)
+        ledger_stage = stages_().ledger
+        pending = []
+        for key, value in list(tickets.items()):
+            tick = ledger_stage.tick_for(value, now, owned)
+            if tick is not None:
+                pending.append(await app.producer.send(names[LEDGER_INTAKE], key, tick, None, None, None))
+        if pending:
+            await asyncio.gather(*pending)
+            metrics.EVENTS_OUT.labels(LEDGER_INTAKE).inc(len(pending))
+
+    app.haochaping_agents = (reviews, workorders, ledger)  # type: ignore[attr-defined]
+    app.haochaping_tables = {"dedupe": dedupe, "tickets": tickets}  # type: ignore[attr-defined]
+    return app
+
+
+_LOGICAL = (
+    "reviews.raw",
+    "workorders.raw",
+    "reviews.accepted",
+    "ledger.intake",
+    "ledger.commands",
+    "ledger.events",
+    "satisfaction.minute",
+    "alerts",
+    "deadletter",
+)
+
+
+def _no_state(_key: bytes) -> bytes | None:
+    return None
+
+
+def _record_metrics(agent: str, result: BatchResult, n: int, seconds: float) -> None:
+    metrics.BATCH_SECONDS.labels(agent).observe(seconds)
+    metrics.BATCH_SIZE.labels(agent).observe(n)
+    out_by_topic: dict[str, int] = {}
+    for o in result.out:
+        out_by_topic[o.topic] = out_by_topic.get(o.topic, 0) + 1
+    for topic, count in out_by_topic.items():
+        metrics.EVENTS_OUT.labels(topic).inc(count)
+    for name, count in result.counts.items():
+        kind, _, detail = name.partition(".")
+        if kind == "dropped":
+            metrics.REVIEWS_DROPPED.labels(detail).inc(count)
+        elif kind == "deadletter":
+            metrics.DEAD_LETTERS.labels(detail, "invalid").inc(count)
+        elif kind == "opened":
+            metrics.TICKETS_OPENED.labels(detail).inc(count)
+        elif kind == "event":
+            metrics.LEDGER_EVENTS.labels(detail).inc(count)
+
+
+def owned_partitions(app: faust.App, topic: str) -> set[int]:
+    return {
+        tp.partition for tp in app.assignor.assigned_actives() if isinstance(tp, TP) and tp.topic == topic
+    }
+
+
+def dumps(value: Any) -> bytes:
+    return orjson.dumps(value)

@@ -1,0 +1,31 @@
+"""``haochaping worker``: the stream worker (several may run; they share the partitions)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def worker(
+        ctx: typer.Context,
+        loglevel: str = typer.Option("info", help="Log level of the worker (debug, info, warning)."),
+    ) -> None:
+        """Create the topics that are missing, then run a stream worker until stopped (Ctrl-C / SIGTERM)."""
+        from faust.worker import Worker
+        from prometheus_client import start_http_server
+
+        from haochaping.settings import Settings
+        from haochaping.topics import ensure_topics
+        from streams.app import Stages, create_app
+
+        settings: Settings = ctx.obj
+        created = ensure_topics(settings.kafka)
+        if created:
+            typer.echo(f"created {len(created)} topic(s): {', '.join(created)}", err=True)
+        # Read the rules and calendar now: a broken rules file stops the worker before it joins the group.
+        stages = Stages.from_settings(settings)
+        faust_app = create_app(settings, stages)
+        if settings.streams.metrics_port:
+            start_http_server(settings.streams.metrics_port, addr="127.0.0.1")
+        Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,0 +1,225 @@
+"""The ledger stage: ``ledger.intake`` + ``ledger.commands`` → the ticket table and ``ledger.events``.
+
+Both sources are keyed by ticket id with the same partition count, so one worker owns a ticket alone
+and the ticket table (key: ticket id) is written only from the partition of the records that change
+it. The state machine, the deadlines and the working-day clock are ``haochaping.domain.ledger`` and
+``haochaping.domain.workdays``; this module only orders the work of a batch and keeps the table.
+
+Table value (JSON): ``{"p": partition, "ticket": Ticket, "applied": [command ids]}``. ``applied`` holds
+the ids of the commands already decided for the ticket (the last :data:`APPLIED_KEPT`), so a batch
+replayed after a crash between writing the table and committing offsets neither applies a command
+twice nor refuses it the second time. ``p`` lets the deadline timer pick the tickets of the
+partitions this worker owns.
+
+Every change leaves one event on ``ledger.events`` (the audit trail); a refused command leaves a
+``refused`` event with the reason and the unchanged ticket. Alerts: a new red ticket (急事急办), a
+ticket near its deadline (预警) and an overdue one (escalated one colour).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from haochaping.domain.ledger import DeadlinePolicy, apply_command, check_deadlines, open_ticket
+from pydantic import TypeAdapter, ValidationError
+
+from haochaping.domain.config import DomainConfig
+from haochaping.domain.records import (
+    Alert,
+    AlertKind,
+    Colour,
+    LedgerCommand,
+    LedgerEvent,
+    LedgerEventType,
+    Ticket,
+)
+from haochaping.domain.triage import TriageResult
+from haochaping.domain.workdays import WorkCalendar
+from haochaping.settings import Settings
+from streams.batch import ALERTS, LEDGER_COMMANDS, LEDGER_EVENTS, BatchResult, Incoming, describe_json_error
+from streams.intake import DeadlineTick, parse_intake
+
+APPLIED_KEPT = 200
+_EVENT = TypeAdapter(LedgerEvent)
+_ALERT = TypeAdapter(Alert)
+_TICK = TypeAdapter(DeadlineTick)
+_ALERT_FOR = {
+    LedgerEventType.WARNED: AlertKind.WARNING,
+    LedgerEventType.ESCALATED: AlertKind.OVERDUE,
+}
+
+
+class _State:
+    __slots__ = ("applied", "partition", "ticket")
+
+    def __init__(self, partition: int, ticket: Ticket, applied: list[str]) -> None:
+        self.partition = partition
+        self.ticket = ticket
+        self.applied = applied
+
+    @classmethod
+    def decode(cls, raw: bytes) -> _State:
+        data = orjson.loads(raw)
+        return cls(data["p"], Ticket.model_validate(data["ticket"]), list(data.get("applied", ())))
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "p": self.partition,
+                "ticket": self.ticket.model_dump(mode="json"),
+                "applied": self.applied[-APPLIED_KEPT:],
+            }
+        )
+
+
+class LedgerStage:
+    def __init__(self, calendar: WorkCalendar, policy: DeadlinePolicy) -> None:
+        self.calendar = calendar
+        self.policy = policy
+
+    @classmethod
+    def from_settings(cls, settings: Settings, config: DomainConfig) -> LedgerStage:
+        calendar = WorkCalendar.from_file(settings.streams.calendar_overrides_file)
+        return cls(calendar, DeadlinePolicy.from_config(config.deadlines))
+
+    def process(self, batch: Sequence[Incoming], lookup: Any) -> BatchResult:
+        result = BatchResult()
+        states: dict[str, _State | None] = {}
+
+        def state_of(ticket_id: str) -> _State | None:
+            if ticket_id not in states:
+                raw = lookup(ticket_id.encode())
+                states[ticket_id] = _State.decode(raw) if raw is not None else None
+            return states[ticket_id]
+
+        changed: dict[str, _State] = {}
+        for record in batch:
+            if record.topic == LEDGER_COMMANDS:
+                self._command(record, result, state_of, changed)
+            else:
+                self._intake(record, result, state_of, states, changed)
+        for ticket_id, state in changed.items():
+            result.write(state.partition, ticket_id.encode(), state.encode())
+        return result
+
+    # -- intake ----------------------------------------------------------------------------------
+
+    def _intake(
+        self,
+        record: Incoming,
+        result: BatchResult,
+        state_of: Any,
+        states: dict[str, _State | None],
+        changed: dict[str, _State],
+    ) -> None:
+        try:
+            item = parse_intake(record.value)
+        except (ValueError, ValidationError) as exc:
+            reason = (
+                "the record is not a valid ledger intake (LedgerIntake or DeadlineTick)"
+                if isinstance(exc, ValidationError)
+                else describe_json_error(record.value, exc)
+            )
+            result.dead_letter(record, stage="streams.ledger", reason=reason, error=exc)
+            return
+        state = state_of(item.ticket_id)
+        if isinstance(item, DeadlineTick):
+            if state is None:
+                result.counts["tick.unknown_ticket"] += 1
+                return
+            events = check_deadlines(state.ticket, item.now, self.calendar, self.policy)
+            for event in events:
+                self._emit(event, result)
+                state.ticket = event.ticket
+            if events:
+                changed[item.ticket_id] = state
+            return
+        if state is not None:
+            result.counts["intake.already_open"] += 1
+            return
+        event = open_ticket(
+            source=item.source,
+            source_id=item.source_id,
+            opened_at=item.at,
+            triage=TriageResult(item.colour, item.reasons),
+            review=item.review,
+            order=item.order,
+            calendar=self.calendar,
+            policy=self.policy,
+        )
+        new = _State(record.partition, event.ticket, [])
+        states[item.ticket_id] = new
+        changed[item.ticket_id] = new
+        self._emit(event, result)
+        result.counts[f"opened.{event.ticket.colour.value}"] += 1
+        if event.ticket.colour is Colour.RED:
+            self._alert(event, AlertKind.RED_TICKET, result)
+
+    # -- commands --------------------------------------------------------------------------------
+
+    def _command(
+        self, record: Incoming, result: BatchResult, state_of: Any, changed: dict[str, _State]
+    ) -> None:
+        try:
+            command = LedgerCommand.model_validate_json(record.value)
+        except ValidationError as exc:
+            result.dead_letter(
+                record,
+                stage="streams.ledger",
+                reason="the record is not a valid ledger command (see problems)",
+                error=exc,
+            )
+            return
+        state = state_of(command.ticket_id)
+        if state is None:
+            result.dead_letter(
+                record,
+                stage="streams.ledger",
+                reason=f"no ticket {command.ticket_id!r} on the ledger: check the ticket id of command {command.command_id}",
+            )
+            return
+        if command.command_id in state.applied:
+            result.counts["command.replayed"] += 1
+            return
+        event = apply_command(state.ticket, command)
+        state.applied.append(command.command_id)
+        state.ticket = event.ticket
+        changed[command.ticket_id] = state
+        self._emit(event, result)
+
+    # -- deadlines -------------------------------------------------------------------------------
+
+    def tick_for(self, raw: bytes, now: datetime, owned: Collection[int]) -> bytes | None:
+        """A DeadlineTick for the ticket stored as ``raw`` if it is owned here and a check is due."""
+        state = _State.decode(raw)
+        if state.partition not in owned:
+            return None
+        if not check_deadlines(state.ticket, now, self.calendar, self.policy):
+            return None
+        return _TICK.dump_json(DeadlineTick(ticket_id=state.ticket.ticket_id, now=now))
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def _emit(self, event: LedgerEvent, result: BatchResult) -> None:
+        result.emit(LEDGER_EVENTS, event.ticket_id, _EVENT.dump_json(event))
+        result.counts[f"event.{event.type.value}"] += 1
+        kind = _ALERT_FOR.get(event.type)
+        if kind is not None:
+            self._alert(event, kind, result)
+
+    def _alert(self, event: LedgerEvent, kind: AlertKind, result: BatchResult) -> None:
+        ticket = event.ticket
+        alert = Alert(
+            alert_id=f"{kind.value}:{event.event_id}",
+            kind=kind,
+            at=event.at,
+            unit_code=ticket.unit_code,
+            ticket_id=ticket.ticket_id,
+            colour=ticket.colour,
+            detail=event.reason or f"{kind.value}: ticket {ticket.ticket_id} ({ticket.colour.value})",
+        )
+        result.emit(ALERTS, ticket.unit_code, _ALERT.dump_json(alert))
+        result.counts[f"alert.{kind.value}"] += 1

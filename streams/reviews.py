@@ -1,0 +1,215 @@
+"""The review stage: ``reviews.raw`` → validate, deduplicate, flag fraud, triage, count per minute.
+
+Plain Python over a batch of raw records (see ``streams.batch``); the Faust agent feeds it and sends
+what it returns. Outputs: ``reviews.accepted`` (key unit code), ``ledger.intake`` (key ticket id),
+``satisfaction.minute`` (key the dimension tuple), ``alerts`` (key unit code), ``deadletter``.
+
+Deduplication (一次一评 / 一事一评). The state is one table keyed ``unit_code|case_no|stage|r`` (first
+rating) or ``...|f`` (追评), value ``event_id|stars``. ``reviews.raw`` is keyed by unit code and the
+unit that handled a case is part of the case's identity (谁办理谁负责), so every key of this table
+lives in the partition of the records that touch it: no repartition topic is needed. Then:
+
+- same slot, same event id: a retry by the sender; it vanishes (counted as ``dropped.retry``).
+- same slot, another event id: a second rating of the same case and stage; a duplicate, not a vote
+  (``dropped.duplicate``).
+- a 追评 is accepted once per case and stage, and only if the first rating of that case and stage
+  was bad (``dropped.follow_up_without_bad_review`` otherwise). The stage does not wait for the
+  ledger to report the ticket rectified: the follow-up comes through the citizen's channel after
+  the unit was in touch, and a ledger ↔ dedupe join would cost a topic hop for little.
+
+None of these is an error, so none goes to the dead-letter topic; records that are not JSON or break
+the contract do, with the JSON pointers of what was wrong.
+
+Fraud flags, repeat counts and the spike baseline are in-memory windows of minutes to hours, kept per
+worker (device, window and staff keys start with the unit code, so they are partition-aligned; a
+rater may rate several units, so a rater spree is seen per partition). A restart forgets them: the
+first minutes after a restart may miss a burst that began before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import orjson
+from haochaping.domain.fraud import FraudDetector
+from haochaping.domain.ledger import ticket_id_for
+from haochaping.domain.satisfaction import SpikeDetector
+from pydantic import TypeAdapter, ValidationError
+
+from haochaping.domain.config import DomainConfig
+from haochaping.domain.contract import BEIJING, Review
+from haochaping.domain.records import AcceptedReview, Alert, AlertKind, LedgerIntake
+from haochaping.domain.triage import RepeatTracker, Triage, TriageRules, repeat_keys
+from streams.batch import (
+    ALERTS,
+    LEDGER_INTAKE,
+    REVIEWS_ACCEPTED,
+    SATISFACTION_MINUTE,
+    BatchResult,
+    Incoming,
+    describe_json_error,
+)
+
+_ACCEPTED = TypeAdapter(AcceptedReview)
+_INTAKE = TypeAdapter(LedgerIntake)
+_ALERT = TypeAdapter(Alert)
+
+Lookup = Callable[[bytes], bytes | None]
+
+
+def dedup_table_key(review: Review) -> bytes:
+    return f"{review.unit_code}|{review.dedup_key}".encode()
+
+
+def _first_rating_key(review: Review) -> bytes:
+    return f"{review.unit_code}|{review.case_no}|{review.stage}|r".encode()
+
+
+def _minute(at: datetime) -> datetime:
+    return at.astimezone(BEIJING).replace(second=0, microsecond=0)
+
+
+class ReviewStage:
+    def __init__(self, config: DomainConfig, triage: Triage) -> None:
+        self.config = config
+        self.triage = triage
+        self.repeats = RepeatTracker.from_policy(config.repeats)
+        self.fraud = FraudDetector(config.fraud)
+        self.spikes = SpikeDetector(config.spike)
+
+    @classmethod
+    def from_rules(cls, rules: TriageRules) -> ReviewStage:
+        return cls(rules.config, Triage(rules))
+
+    def process(self, batch: Sequence[Incoming], lookup: Lookup) -> BatchResult:
+        """Handle one batch; ``lookup`` reads the dedupe table (the batch's own writes come first)."""
+        result = BatchResult()
+        pending: dict[bytes, bytes] = {}
+        minutes: dict[tuple[Any, ...], list[int]] = {}
+
+        def seen(key: bytes) -> bytes | None:
+            value = pending.get(key)
+            return value if value is not None else lookup(key)
+
+        for record in batch:
+            try:
+                review = Review.model_validate_json(record.value)
+            except ValidationError as exc:
+                if _is_json_error(exc):
+                    result.dead_letter(
+                        record, stage="streams.validate", reason=describe_json_error(record.value, exc)
+                    )
+                else:
+                    result.dead_letter(
+                        record,
+                        stage="streams.validate",
+                        reason="the record is not a valid review (see problems; the contract: haochaping schema review)",
+                        error=exc,
+                    )
+                continue
+
+            key = dedup_table_key(review)
+            previous = seen(key)
+            if previous is not None:
+                event_id = previous.split(b"|", 1)[0].decode()
+                result.counts["dropped.retry" if event_id == review.event_id else "dropped.duplicate"] += 1
+                continue
+            if review.follow_up:
+                first = seen(_first_rating_key(review))
+                if first is None or int(first.rsplit(b"|", 1)[1]) > 2:
+                    result.counts["dropped.follow_up_without_bad_review"] += 1
+                    continue
+            value = f"{review.event_id}|{review.stars}".encode()
+            pending[key] = value
+            result.write(record.partition, key, value)
+
+            flags = self.fraud.observe(review)
+            accepted = AcceptedReview.model_construct(**dict(review), fraud_flags=flags)
+            result.emit(REVIEWS_ACCEPTED, review.unit_code, _ACCEPTED.dump_json(accepted))
+            result.counts["accepted"] += 1
+            if flags:
+                result.counts["fraud_flagged"] += 1
+
+            dims = (
+                _minute(review.rated_at),
+                review.region_code,
+                review.hall_id,
+                review.unit_code,
+                review.window_id,
+                review.staff_id,
+                review.item_code,
+                review.channel.value,
+            )
+            counts = minutes.get(dims)
+            if counts is None:
+                counts = minutes[dims] = [0] * 10
+            counts[review.stars - 1 + (5 if flags else 0)] += 1
+
+            if review.is_bad:
+                self._triage(review, result)
+            if not flags:
+                for alert in self._spike(review):
+                    result.emit(ALERTS, review.unit_code, _ALERT.dump_json(alert))
+                    result.counts["alert.spike"] += 1
+
+        for dims, counts in minutes.items():
+            minute, region, hall, unit, window, staff, item, channel = dims
+            record_ = {
+                "minute": minute.isoformat(),
+                "region_code": region,
+                "hall_id": hall,
+                "unit_code": unit,
+                "window_id": window,
+                "staff_id": staff,
+                "item_code": item,
+                "channel": channel,
+                "counts": counts[:5],
+                "fraud_counts": counts[5:],
+            }
+            key = "|".join("" if part is None else str(part) for part in dims[1:])
+            result.emit(SATISFACTION_MINUTE, key, orjson.dumps(record_))
+            result.counts["minute_records"] += 1
+        return result
+
+    def _triage(self, review: Review, result: BatchResult) -> None:
+        at = review.received_at or review.rated_at
+        window_key, staff_key = repeat_keys(review)
+        repeats_window = self.repeats.observe(window_key, review.rated_at) if window_key else 0
+        repeats_staff = self.repeats.observe(staff_key, review.rated_at) if staff_key else 0
+        triaged = self.triage.triage_review(
+            review, repeats_window=repeats_window, repeats_staff=repeats_staff
+        )
+        if triaged is None:
+            return
+        ticket_id = ticket_id_for("review", review.event_id)
+        intake = LedgerIntake(
+            ticket_id=ticket_id,
+            source="review",
+            source_id=review.event_id,
+            at=at,
+            colour=triaged.colour,
+            reasons=triaged.reasons,
+            review=review,
+        )
+        result.emit(LEDGER_INTAKE, ticket_id, _INTAKE.dump_json(intake))
+        result.counts[f"intake.{triaged.colour.value}"] += 1
+
+    def _spike(self, review: Review) -> list[Alert]:
+        spike = self.spikes.observe(review.unit_code, review.rated_at, review.is_bad)
+        if spike is None:
+            return []
+        return [
+            Alert(
+                alert_id=f"spike:{review.unit_code}:{int(review.rated_at.timestamp())}",
+                kind=AlertKind.SPIKE,
+                at=review.rated_at,
+                unit_code=review.unit_code,
+                detail=str(spike),
+            )
+        ]
+
+
+def _is_json_error(exc: ValidationError) -> bool:
+    return any(err["type"] in ("json_invalid", "json_type") for err in exc.errors(include_url=False))
