@@ -34,7 +34,8 @@ class Route(enum.StrEnum):
     REVIEWS_BATCH = "reviews_batch"  # a device's backlog after it was offline
     WORKORDER = "workorder"
     CALLBACK = "callback"
-    SMS = "sms"
+    SMS_INVITATION = "sms_invitation"  # the invitation SMS, registered before the citizen can answer it
+    SMS = "sms"  # the citizen's reply, as the gateway's webhook posts it
     MALFORMED = "malformed"  # a review that ingest must refuse with a 4xx
 
 
@@ -44,6 +45,7 @@ class Rates:
 
     bad_share: float = 0.05  # 差评 share of the city's mix before unit / staff quality
     duplicate: float = 0.01  # a rating sent twice (a retry with the same id, or a double tap with a new one)
+    sms_reply_seconds: tuple[float, float] = (2.0, 20.0)  # a citizen reads the invitation, then answers
     late_sms: float = 0.15  # share of SMS replies the gateway delivers late
     late_sms_seconds: tuple[float, float] = (20.0, 600.0)
     malformed: float = 0.005  # share of requests that are broken
@@ -105,6 +107,19 @@ class _Held:
 _GOOD_LEVELS = (5, 4, 3)
 _GOOD_WEIGHTS = (0.74, 0.19, 0.07)
 _THEME_CUM = list(itertools.accumulate(t.weight for t in comments.BAD_THEMES))
+_INVITATION_FIELDS = frozenset(
+    [
+        "case_no",
+        "region_code",
+        "unit_code",
+        "unit_name",
+        "item_code",
+        "item_name",
+        "hall_id",
+        "window_id",
+        "staff_id",
+    ]
+)
 _ON_SITE = (Channel.HALL_DEVICE, Channel.HALL_TERMINAL, Channel.QR)
 
 
@@ -205,7 +220,9 @@ class CityGenerator:
     def _happening(self, now: datetime, channel: Channel) -> list[Emission]:
         n = next(self._seq)
         unit = self._pick_unit()
-        window: Window | None = self._rng.choice(unit.windows) if channel in _ON_SITE else None
+        # An invitation SMS mostly follows a case done at a window, so it names the window too.
+        at_window = channel in _ON_SITE or (channel == Channel.SMS and self._rng.random() < 0.6)
+        window: Window | None = self._rng.choice(unit.windows) if at_window else None
         staff = self._rng.choice(window.staff_ids) if window and channel != Channel.HALL_TERMINAL else None
         quality = unit.quality * (self._staff_quality[staff] if staff else 1.0)
         stars = self._stars(min(0.9, self.rates.bad_share * quality))
@@ -227,7 +244,7 @@ class CityGenerator:
             "item_name": item.name,
             "rated_at": local.isoformat(timespec="milliseconds"),
         }
-        if channel in _ON_SITE:
+        if window is not None:
             body["hall_id"] = unit.hall_id
         if window is not None and channel != Channel.HALL_TERMINAL:
             body["window_id"] = window.window_id
@@ -308,34 +325,35 @@ class CityGenerator:
     def _sms(
         self, now: datetime, n: int, body: dict[str, Any], truth: TruthRow, stars: int, text: str | None
     ) -> list[Emission]:
-        words = self._rng.choice(comments.SMS_WORDS[stars])
-        reply = f"{words} {text}" if text else words
-        message_id = f"sms-{self.run_id}-{n:09d}"
-        invitation = {
-            k: v for k, v in body.items() if k not in ("event_id", "channel", "stars", "tags", "text")
-        }
-        invitation.pop("rated_at")
-        sms = {
-            "message_id": message_id,
-            "phone": f"13{(n * 7919) % 10**9:09d}",
-            "reply": reply,
-            "replied_at": body["rated_at"],
-            "invitation": invitation,
-        }
-        row = TruthRow(**{**truth.as_dict(), "id": message_id, "route": Route.SMS.value})
-        emissions = [Emission(Route.SMS, sms, (row,))]
-        if self._rng.random() < self.rates.duplicate:
-            # The gateway delivers the same message twice.
-            emissions.append(
-                Emission(Route.SMS, dict(sms), (_as_duplicate(row, message_id),), note="gateway repeat")
-            )
+        ref = f"inv-{self.run_id}-{n:09d}"
+        invitation = {k: v for k, v in body.items() if k in _INVITATION_FIELDS}
+        invitation["ref"] = ref
+        invitation["sent_at"] = body["rated_at"]
+        low, high = self.rates.sms_reply_seconds
+        delay = self._rng.uniform(low, high)
         if self._rng.random() < self.rates.late_sms:
             low, high = self.rates.late_sms_seconds
-            due = now + timedelta(seconds=self._rng.uniform(low, high))
-            for emission in emissions:
-                self._hold(due, emission)
-            return []
-        return emissions
+            delay += self._rng.uniform(low, high)
+        replied = (now + timedelta(seconds=delay)).astimezone(BEIJING).isoformat(timespec="milliseconds")
+        words = self._rng.choice(comments.SMS_WORDS[stars])
+        message_id = f"sms-{self.run_id}-{n:09d}"
+        reply = {
+            "message_id": message_id,
+            "ref": ref,
+            "content": f"{words} {text}" if text else words,
+            "phone": f"13{(n * 7919) % 10**9:09d}",
+            "received_at": replied,
+        }
+        row = TruthRow(**{**truth.as_dict(), "id": message_id, "route": Route.SMS.value, "at": replied})
+        due = now + timedelta(seconds=delay)
+        self._hold(due, Emission(Route.SMS, reply, (row,)))
+        if self._rng.random() < self.rates.duplicate:
+            # The gateway delivers the same message twice.
+            self._hold(
+                due,
+                Emission(Route.SMS, dict(reply), (_as_duplicate(row, message_id),), note="gateway repeat"),
+            )
+        return [Emission(Route.SMS_INVITATION, invitation)]
 
     def _workorder(self, now: datetime) -> list[Emission]:
         n = next(self._seq)

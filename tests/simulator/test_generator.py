@@ -69,6 +69,18 @@ def test_every_valid_review_work_order_and_callback_is_inside_the_contract() -> 
     assert {c["order_id"] for c in callbacks} <= {o["order_id"] for o in orders}
 
 
+def test_sms_invitations_and_replies_are_what_the_gateway_posts() -> None:
+    payloads = pytest.importorskip("ingest.payloads")
+    emissions = run()
+    invitations = [e.body for e in emissions if e.route == Route.SMS_INVITATION]
+    replies = [e.body for e in emissions if e.route == Route.SMS]
+    assert invitations and replies
+    for body in invitations:
+        payloads.SmsInvitationIn.model_validate(body)
+    for body in replies:
+        payloads.SmsReplyIn.model_validate(body)
+
+
 def test_malformed_requests_are_refused_by_the_contract() -> None:
     malformed = [e for e in run(rates=Rates(malformed=0.05)) if e.route == Route.MALFORMED]
     assert len(malformed) > 50
@@ -153,23 +165,27 @@ def test_an_offline_device_uploads_its_backlog_later_with_the_old_rating_times()
     assert not sent_first & {r.id for e in batches for r in e.truth}
 
 
-def test_late_sms_replies_arrive_after_later_ratings() -> None:
-    gen = CityGenerator(CITY, seed=4, run_id="sms", rates=Rates(late_sms=0.5, late_sms_seconds=(5, 5)))
-    gen.tick(MORNING, 2000)
-    later = gen.tick(MORNING + timedelta(seconds=6), 100)
-    late = [
-        e for e in later if e.route == Route.SMS and e.body["replied_at"].startswith("2026-11-25T10:00:00")
-    ]
-    assert late
-    for e in late:
-        assert e.body["reply"] and e.body["invitation"]["case_no"] in e.truth[0].dedup_key
+def test_an_sms_reply_comes_after_its_invitation_and_late_ones_much_later() -> None:
+    gen = CityGenerator(CITY, seed=4, run_id="sms", rates=Rates(late_sms=0.5, late_sms_seconds=(60, 60)))
+    first = gen.tick(MORNING, 2000)
+    invitations = {e.body["ref"]: e.body for e in first if e.route == Route.SMS_INVITATION}
+    assert invitations and not [e for e in first if e.route == Route.SMS]
+    soon = [e for e in gen.tick(MORNING + timedelta(seconds=21), 0) if e.route == Route.SMS]
+    late = [e for e in gen.tick(MORNING + timedelta(seconds=90), 0) if e.route == Route.SMS]
+    assert soon and late
+    for e in soon + late:
+        invitation = invitations[e.body["ref"]]
+        assert e.body["content"] and e.truth[0].dedup_key.startswith(invitation["case_no"] + "|")
+        assert e.body["received_at"] > invitation["sent_at"]
+    assert 0.3 < len({e.body["ref"] for e in late}) / len(invitations) < 0.7
 
 
 def test_sms_replies_say_the_rating_a_person_would_read_from_them() -> None:
     sms = pytest.importorskip("haochaping.domain.sms")
-    for e in run():
-        if e.route == Route.SMS:
-            assert sms.parse_reply(e.body["reply"]).stars == e.truth[0].stars, e.body["reply"]
+    replies = [e for e in run() if e.route == Route.SMS]
+    assert replies
+    for e in replies:
+        assert sms.parse_reply(e.body["content"]).stars == e.truth[0].stars, e.body["content"]
 
 
 def test_a_run_id_that_would_break_case_numbers_is_refused_in_words() -> None:
@@ -177,3 +193,15 @@ def test_a_run_id_that_would_break_case_numbers_is_refused_in_words() -> None:
         CityGenerator(CITY, run_id="a-b")
     with pytest.raises(ValueError, match="between 0 and 1"):
         Rates(duplicate=2)
+
+
+def test_the_themes_marked_red_are_the_ones_the_triage_rules_grade_red() -> None:
+    triage = pytest.importorskip("haochaping.domain.triage")
+    from haochaping.domain.records import Colour
+    from haochaping.simulator.comments import BAD_THEMES
+
+    rules = triage.TriageRules.load()
+    for theme in BAD_THEMES:
+        for text in theme.texts:
+            colour = rules.result(rules.match_text(text, theme.tags)).colour
+            assert (colour is Colour.RED) == theme.red, (theme.key, text, colour)
