@@ -1,0 +1,212 @@
+"""Fixtures of the API tests: seeded ClickHouse tables, tokens, a running app.
+
+The tables are the sinks' (``sinks.schema``) when that module is there; until it lands, the stand-in
+DDL below (the columns ``api/queries.py`` reads) is used and the tests say so in their output.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from api.auth import mint_token
+from haochaping.domain.contract import BEIJING
+from haochaping.domain.records import Role
+from haochaping.settings import Settings
+
+UNITS = {
+    "11330102002495613X": "杭州市上城区市场监督管理局",
+    "11330102MB1234567A": "杭州市上城区人力资源和社会保障局",
+    "11330102MB7654321B": "杭州市上城区不动产登记中心",
+}
+UNIT_A, UNIT_B, UNIT_C = UNITS
+
+STANDIN_DDL = (
+    """CREATE TABLE IF NOT EXISTS reviews (
+        event_id String, rated_at DateTime64(3, 'Asia/Shanghai'), channel LowCardinality(String),
+        stars UInt8, case_no String, stage LowCardinality(String), region_code LowCardinality(String),
+        hall_id Nullable(String), unit_code LowCardinality(String), unit_name String,
+        window_id Nullable(String), staff_id Nullable(String), item_code String,
+        fraud_flags Array(LowCardinality(String))
+    ) ENGINE = ReplacingMergeTree ORDER BY (unit_code, rated_at, event_id)""",
+    """CREATE TABLE IF NOT EXISTS tickets (
+        ticket_id String, version UInt32, source LowCardinality(String), source_id String,
+        opened_at DateTime64(3, 'Asia/Shanghai'), colour LowCardinality(String),
+        original_colour LowCardinality(String), region_code String, hall_id Nullable(String),
+        window_id Nullable(String), staff_id Nullable(String), item_code Nullable(String),
+        channel Nullable(String), stars Nullable(UInt8), case_no Nullable(String), text Nullable(String),
+        real_name Bool, unit_code LowCardinality(String), unit_name String,
+        responsible_person Nullable(String), measures Array(String),
+        callback_due DateTime64(3, 'Asia/Shanghai'), due DateTime64(3, 'Asia/Shanghai'),
+        status LowCardinality(String), warned Bool, overdue Bool, callback_ok Nullable(Bool),
+        closed_at Nullable(DateTime64(3, 'Asia/Shanghai'))
+    ) ENGINE = ReplacingMergeTree(version) ORDER BY ticket_id""",
+    """CREATE TABLE IF NOT EXISTS ticket_events (
+        event_id String, ticket_id String, type LowCardinality(String), at DateTime64(3, 'Asia/Shanghai'),
+        actor Nullable(String), command_id Nullable(String), reason Nullable(String)
+    ) ENGINE = ReplacingMergeTree ORDER BY (ticket_id, at, event_id)""",
+)
+
+
+def create_tables(client: Any) -> None:
+    try:
+        from sinks import schema  # type: ignore[attr-defined]
+    except ImportError:
+        schema = None
+    if schema is not None and hasattr(schema, "create_tables"):
+        schema.create_tables(client)
+        return
+    for ddl in STANDIN_DDL:
+        client.command(ddl)
+
+
+@dataclass
+class Seed:
+    """What was written, to recount in plain Python."""
+
+    reviews: list[dict[str, Any]]
+    tickets: list[dict[str, Any]]
+    day_start: datetime
+
+
+REVIEW_COLUMNS = (
+    "event_id", "rated_at", "channel", "stars", "case_no", "stage", "region_code", "hall_id",
+    "unit_code", "unit_name", "window_id", "staff_id", "item_code", "fraud_flags",
+)  # fmt: skip
+
+
+def seed_reviews(rng: random.Random, day_start: datetime, n: int) -> list[dict[str, Any]]:
+    rows = []
+    for i in range(n):
+        unit = rng.choice(list(UNITS))
+        # Units differ on purpose so that rankings have a clear order.
+        weights = {UNIT_A: [1, 1, 2, 6, 20], UNIT_B: [3, 3, 4, 6, 8], UNIT_C: [6, 5, 4, 3, 3]}[unit]
+        rows.append(
+            {
+                "event_id": f"seed-{i}",
+                "rated_at": day_start
+                + timedelta(minutes=rng.randrange(0, 8 * 60), seconds=rng.randrange(60)),
+                "channel": rng.choice(["hall_device", "app", "sms"]),
+                "stars": rng.choices([1, 2, 3, 4, 5], weights)[0],
+                "case_no": f"case-{i}",
+                "stage": "overall",
+                "region_code": "330102",
+                "hall_id": "hall-1",
+                "unit_code": unit,
+                "unit_name": UNITS[unit],
+                "window_id": f"w-{rng.randrange(1, 5)}",
+                "staff_id": f"s-{rng.randrange(1, 9)}",
+                "item_code": rng.choice(["330102-0001-XK-01", "330102-0002-XK-01"]),
+                "fraud_flags": ["device_burst"] if rng.random() < 0.05 else [],
+            }
+        )
+    return rows
+
+
+def ticket_row(
+    ticket_id: str, unit: str, *, colour: str, status: str, opened_at: datetime, version: int = 1,
+    overdue: bool = False, callback_ok: bool | None = None, text: str = "窗口人员态度差",
+) -> dict[str, Any]:  # fmt: skip
+    return {
+        "ticket_id": ticket_id, "version": version, "source": "review", "source_id": f"src-{ticket_id}",
+        "opened_at": opened_at, "colour": colour, "original_colour": colour, "region_code": "330102",
+        "hall_id": "hall-1", "window_id": "w-1", "staff_id": "s-1", "item_code": "330102-0001-XK-01",
+        "channel": "hall_device", "stars": 1, "case_no": f"case-{ticket_id}", "text": text,
+        "real_name": True, "unit_code": unit, "unit_name": UNITS[unit], "responsible_person": None,
+        "measures": [], "callback_due": opened_at + timedelta(hours=2), "due": opened_at + timedelta(days=1),
+        "status": status, "warned": False, "overdue": overdue, "callback_ok": callback_ok, "closed_at": None,
+    }  # fmt: skip
+
+
+def insert_rows(client: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        columns = list(rows[0])
+        client.insert(table, [[r[c] for c in columns] for r in rows], column_names=columns)
+
+
+@pytest.fixture
+def seeded(ch_client: Any) -> Seed:
+    create_tables(ch_client)
+    rng = random.Random(20261125)
+    now = datetime.now(BEIJING)
+    day_start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    reviews = seed_reviews(rng, day_start, 3000)
+    insert_rows(ch_client, "reviews", reviews)
+    t0 = day_start + timedelta(hours=1)
+    tickets = [
+        ticket_row("T-A-1", UNIT_A, colour="red", status="new", opened_at=t0),
+        ticket_row("T-A-2", UNIT_A, colour="blue", status="rectified", opened_at=t0, callback_ok=None),
+        ticket_row("T-B-1", UNIT_B, colour="yellow", status="assigned", opened_at=t0, overdue=True),
+        ticket_row("T-B-2", UNIT_B, colour="red", status="closed", opened_at=t0, callback_ok=True),
+        ticket_row("T-C-1", UNIT_C, colour="blue", status="rectifying", opened_at=t0),
+    ]
+    # An older version of T-A-1 that must not show: the newest version wins.
+    insert_rows(ch_client, "tickets", [{**tickets[0], "version": 0, "status": "void"}])
+    insert_rows(ch_client, "tickets", tickets)
+    events = [
+        {"event_id": "T-A-1:1", "ticket_id": "T-A-1", "type": "opened", "at": t0, "actor": "system",
+         "command_id": None, "reason": None},
+        {"event_id": "T-B-2:1", "ticket_id": "T-B-2", "type": "opened", "at": t0, "actor": "system",
+         "command_id": None, "reason": None},
+    ]  # fmt: skip
+    insert_rows(ch_client, "ticket_events", events)
+    return Seed(reviews, tickets, day_start)
+
+
+@pytest.fixture
+def token(settings: Settings) -> Callable[..., dict[str, str]]:
+    """``token(Role.UNIT_OFFICER, UNIT_A)`` -> the Authorization header of such a principal."""
+
+    def make(role: Role, unit: str | None = None, sub: str = "tester") -> dict[str, str]:
+        return {"Authorization": "Bearer " + mint_token(settings.api, role=role, sub=sub, unit_code=unit)}
+
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RunningApi:
+    base_url: str
+    settings: Settings
+
+
+@pytest.fixture
+def running_api(settings: Settings) -> Iterator[Callable[[], RunningApi]]:
+    """Start the app under uvicorn in a thread (a real HTTP server, for the browser and SSE tests)."""
+    servers: list[tuple[Any, threading.Thread]] = []
+
+    def start() -> RunningApi:
+        import uvicorn
+
+        from api.app import create_app
+
+        port = free_port()
+        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the API did not start within 20 s")
+            time.sleep(0.05)
+        servers.append((server, thread))
+        return RunningApi(f"http://127.0.0.1:{port}", settings)
+
+    yield start
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(10)
