@@ -60,7 +60,7 @@ class LiveEvent:
     unit_code: str | None = None
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: one per open stream
 class Subscription:
     actor: Actor
     queue: asyncio.Queue[LiveEvent]
