@@ -81,12 +81,14 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
     s = settings.streams
     kafka = settings.kafka
     app_id = app_id_for(settings)
+    datadir = s.data_dir or settings.var_dir / "streams" / app_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
         broker=[f"kafka://{host}" for host in kafka.bootstrap_servers.split(",")],
         broker_client_id=f"{kafka.client_id}-streams",
         store=s.store,
-        datadir=str(s.data_dir or settings.var_dir / "streams" / app_id),
+        datadir=str(datadir),
         topic_partitions=kafka.partitions,
         topic_replication_factor=kafka.replication_factor,
         topic_allow_declare=True,

@@ -23,10 +23,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from haochaping.domain.ledger import DeadlinePolicy, apply_command, check_deadlines, open_ticket
 from pydantic import TypeAdapter, ValidationError
 
 from haochaping.domain.config import DomainConfig
+from haochaping.domain.ledger import DeadlinePolicy, apply_command, check_deadlines, open_from_intake
 from haochaping.domain.records import (
     Alert,
     AlertKind,
@@ -36,7 +36,6 @@ from haochaping.domain.records import (
     LedgerEventType,
     Ticket,
 )
-from haochaping.domain.triage import TriageResult
 from haochaping.domain.workdays import WorkCalendar
 from haochaping.settings import Settings
 from streams.batch import ALERTS, LEDGER_COMMANDS, LEDGER_EVENTS, BatchResult, Incoming, describe_json_error
@@ -83,7 +82,7 @@ class LedgerStage:
     @classmethod
     def from_settings(cls, settings: Settings, config: DomainConfig) -> LedgerStage:
         calendar = WorkCalendar.from_file(settings.streams.calendar_overrides_file)
-        return cls(calendar, DeadlinePolicy.from_config(config.deadlines))
+        return cls(calendar, DeadlinePolicy(config.deadlines))
 
     def process(self, batch: Sequence[Incoming], lookup: Any) -> BatchResult:
         result = BatchResult()
@@ -140,16 +139,7 @@ class LedgerStage:
         if state is not None:
             result.counts["intake.already_open"] += 1
             return
-        event = open_ticket(
-            source=item.source,
-            source_id=item.source_id,
-            opened_at=item.at,
-            triage=TriageResult(item.colour, item.reasons),
-            review=item.review,
-            order=item.order,
-            calendar=self.calendar,
-            policy=self.policy,
-        )
+        event = open_from_intake(item, calendar=self.calendar, policy=self.policy)
         new = _State(record.partition, event.ticket, [])
         states[item.ticket_id] = new
         changed[item.ticket_id] = new
