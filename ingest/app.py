@@ -1,0 +1,209 @@
+"""The ingest service: every sender's door into Kafka.
+
+``create_app(settings)`` builds the FastAPI app. Under ``/v1`` every request passes the signature
+middleware first: size (413), content type (415), then the signature (401), before a route parses the
+body (400 / 422). The answer is 202 only once Kafka acknowledged the record (acks=all, idempotent
+producer); 503 with Retry-After when it did not in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from haochaping.settings import Settings
+from ingest.auth import AuthFailure, Verifier
+from ingest.errors import JSONResponse, problem_response, request_validation_handler
+from ingest.intake import Intake, RegistryNotReady
+from ingest.invitations import InvitationRegistry
+from ingest.metrics import IngestMetrics
+from ingest.producer import BrokerUnavailable, EventProducer
+from ingest.routes import router
+
+log = logging.getLogger(__name__)
+
+
+class SignedRequests:
+    """ASGI middleware for /v1: read the body (bounded), check its type, verify the signature."""
+
+    def __init__(self, app: ASGIApp, verifier: Verifier, metrics: IngestMetrics, max_body: int) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.metrics = metrics
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status_box: list[int] = [500]
+
+        async def send_timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            await send(message)
+
+        try:
+            response = await self._check(scope, receive)
+            if isinstance(response, Response):
+                await response(scope, receive, send_timed)
+                return
+            body = response
+
+            async def replay() -> Message:
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            await self.app(scope, replay, send_timed)
+        finally:
+            self.metrics.requests.labels(scope["path"], str(status_box[0])).observe(
+                time.perf_counter() - started
+            )
+
+    async def _check(self, scope: Scope, receive: Receive) -> bytes | Response:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body:
+            return _too_large(self.max_body)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return Response(status_code=400)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                return _too_large(self.max_body)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if scope["method"] == "POST" and media_type != "application/json":
+            return problem_response(
+                415,
+                "the body must be JSON",
+                detail=f"Content-Type is {media_type or 'missing'!r}; send Content-Type: application/json (UTF-8)",
+            )
+        path = scope["path"]
+        if scope.get("query_string"):
+            path = f"{path}?{scope['query_string'].decode('latin-1')}"
+        try:
+            principal = self.verifier.verify(scope["method"], path, headers, body)
+        except AuthFailure as failure:
+            self.metrics.auth_failures.labels(failure.check.value).inc()
+            return problem_response(
+                401, "the request is not signed correctly", check=failure.check.value, detail=failure.detail
+            )
+        scope.setdefault("state", {})["principal"] = principal
+        return body
+
+
+def _too_large(limit: int) -> Response:
+    return problem_response(
+        413, "the body is too large", detail=f"at most {limit} bytes per request; split the batch"
+    )
+
+
+def create_app(settings: Settings, producer: EventProducer | None = None) -> FastAPI:
+    metrics = IngestMetrics()
+    own_producer = producer is None
+    producer = producer or EventProducer(settings, on_error=metrics.producer_error)
+    invitations = InvitationRegistry(settings)
+    intake = Intake(settings, producer, metrics, invitations)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        invitations.start()
+        # Connect in the background: a broker that is down at start-up must not keep ingest from
+        # answering (503 until it is back), nor delay start-up.
+        warmup = asyncio.create_task(_warm_up(intake))
+        try:
+            yield
+        finally:
+            warmup.cancel()
+            invitations.stop()
+            if own_producer:
+                await producer.close()
+
+    app = FastAPI(
+        title="haochaping ingest",
+        version="1",
+        summary="Every sender's door into the 好差评 pipeline: hall devices, the app, SMS, 12345, provincial records.",
+        description="Requests under /v1 are signed (see docs/ingest.md). 202 means Kafka acknowledged the record.",
+        lifespan=lifespan,
+        default_response_class=JSONResponse,
+    )
+    app.state.intake = intake
+    app.state.metrics = metrics
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, request_validation_handler)
+    app.add_exception_handler(BrokerUnavailable, _broker_unavailable(settings, metrics))
+    app.add_exception_handler(RegistryNotReady, _registry_not_ready(settings))
+    app.add_middleware(
+        SignedRequests,
+        verifier=Verifier(settings.ingest.sender_keys, settings.ingest.max_clock_skew_seconds),
+        metrics=metrics,
+        max_body=settings.ingest.max_body_bytes,
+    )
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        ready = {"kafka": producer.connected, "invitations": invitations.ready}
+        return JSONResponse(ready, status_code=200 if all(ready.values()) else 503)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus() -> Response:
+        return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def _warm_up(intake: Intake) -> None:
+    try:
+        await intake.producer.connect()
+    except BrokerUnavailable as exc:
+        log.warning("Kafka is not reachable yet (%s); requests get 503 until it is", exc)
+
+
+def _broker_unavailable(settings: Settings, metrics: IngestMetrics) -> Any:
+    async def handler(request: Request, exc: Exception) -> Response:
+        retry_after = settings.ingest.retry_after_seconds
+        return problem_response(
+            503,
+            "Kafka did not acknowledge the write: nothing was accepted",
+            headers={"Retry-After": str(retry_after)},
+            detail=f"{exc}; send the same request again (newly signed) after {retry_after} s",
+            retry_after=retry_after,
+        )
+
+    return handler
+
+
+def _registry_not_ready(settings: Settings) -> Any:
+    async def handler(request: Request, exc: Exception) -> Response:
+        retry_after = settings.ingest.retry_after_seconds
+        return problem_response(
+            503,
+            "ingest is still reading the SMS invitation registry",
+            headers={"Retry-After": str(retry_after)},
+            detail=f"send the reply again after {retry_after} s",
+            retry_after=retry_after,
+        )
+
+    return handler

@@ -1,0 +1,194 @@
+"""The Kafka producer behind every ingest endpoint: an acknowledged write, or a clear "not now".
+
+kafka-python's producer is threaded: ``send()`` appends to a buffer and a sender thread talks to the
+broker. Ingest awaits the record's future on the event loop (its callbacks hop back with
+``call_soon_threadsafe``) and answers 202 only once the broker acknowledged it with ``acks=all``.
+
+Nothing here may block the event loop: the producer is created in a worker thread (its constructor
+contacts the cluster), and a topic's metadata is fetched in a worker thread before the first record
+goes to it; after that ``send()`` only appends to the buffer. When the cluster is unreachable the
+caller gets :class:`BrokerUnavailable` within ``delivery_timeout_seconds``: the producer's own delivery
+timeout is set shorter than the wait, so a record that was refused is never delivered later behind
+the sender's back (its retry would then land twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from haochaping.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class BrokerUnavailable(RuntimeError):
+    """Kafka did not acknowledge in time; the sender should retry after a while."""
+
+    def __init__(self, message: str, error: str = "Unavailable") -> None:
+        super().__init__(message)
+        self.error = error  # a short class name for the metric label
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+class ErrorCounter(Protocol):
+    def __call__(self, topic: str, error: str) -> None: ...
+
+
+class EventProducer:
+    """One idempotent kafka-python producer shared by all requests of the process."""
+
+    def __init__(self, settings: Settings, *, on_error: ErrorCounter | None = None) -> None:
+        self._settings = settings
+        self._producer: Any = None
+        self._connect_lock = asyncio.Lock()
+        self._known_topics: set[str] = set()
+        self._on_error = on_error or (lambda topic, error: None)
+        self._closed = False
+
+    def _config(self) -> dict[str, Any]:
+        ingest = self._settings.ingest
+        wait_ms = int(ingest.delivery_timeout_seconds * 1000)
+        # The broker must be asked and must answer within the delivery timeout; keep a margin for the
+        # sender thread to notice, so the producer's verdict arrives before the request gives up.
+        delivery_ms = max(1000, wait_ms - 500)
+        request_ms = max(500, delivery_ms - ingest.linger_ms - 200)
+        return {
+            "bootstrap_servers": self._settings.kafka.bootstrap_servers.split(","),
+            "client_id": f"{self._settings.kafka.client_id}-ingest",
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": ingest.linger_ms,
+            "delivery_timeout_ms": delivery_ms,
+            "request_timeout_ms": request_ms,
+            "max_block_ms": int(ingest.connect_timeout_seconds * 1000),
+            "bootstrap_timeout_ms": int(ingest.connect_timeout_seconds * 1000),
+            "reconnect_backoff_max_ms": 1000,
+            "allow_auto_create_topics": False,
+            "compression_type": None,
+        }
+
+    async def _ensure(self) -> Any:
+        if self._producer is not None:
+            return self._producer
+        async with self._connect_lock:
+            if self._producer is None:
+                if self._closed:
+                    raise BrokerUnavailable("ingest is shutting down")
+                from kafka import KafkaProducer
+
+                try:
+                    self._producer = await asyncio.to_thread(KafkaProducer, **self._config())
+                except Exception as exc:
+                    self._on_error("-", type(exc).__name__)
+                    log.warning(
+                        "cannot connect to Kafka at %s: %s", self._settings.kafka.bootstrap_servers, exc
+                    )
+                    raise BrokerUnavailable("cannot connect to Kafka", type(exc).__name__) from exc
+        return self._producer
+
+    async def _ensure_topic(self, producer: Any, topic: str) -> None:
+        if topic in self._known_topics:
+            return
+        try:
+            partitions = await asyncio.to_thread(producer.partitions_for, topic)
+        except Exception as exc:
+            self._on_error(topic, type(exc).__name__)
+            raise BrokerUnavailable(f"no metadata for topic {topic}", type(exc).__name__) from exc
+        if not partitions:
+            self._on_error(topic, "UnknownTopic")
+            raise BrokerUnavailable(
+                f"topic {topic} does not exist; create the topics first (haochaping topics)", "UnknownTopic"
+            )
+        self._known_topics.add(topic)
+
+    async def connect(self) -> None:
+        """Connect eagerly (at start-up); failure is not fatal, the next request tries again."""
+        await self._ensure()
+
+    async def send_all(self, records: Sequence[OutgoingRecord]) -> list[Delivered]:
+        """Send records and wait until the broker acknowledged every one, in order per key."""
+        if not records:
+            return []
+        producer = await self._ensure()
+        for topic in {r.topic for r in records}:
+            await self._ensure_topic(producer, topic)
+        loop = asyncio.get_running_loop()
+        waiters: list[asyncio.Future[Delivered]] = []
+        for record in records:
+            waiter: asyncio.Future[Delivered] = loop.create_future()
+            try:
+                future = producer.send(record.topic, key=record.key, value=record.value)
+            except Exception as exc:
+                self._on_error(record.topic, type(exc).__name__)
+                raise BrokerUnavailable("Kafka refused the record", type(exc).__name__) from exc
+            future.add_callback(_resolve, loop, waiter)
+            future.add_errback(_reject, loop, waiter)
+            waiters.append(waiter)
+        deadline = self._settings.ingest.delivery_timeout_seconds + 1.0
+        try:
+            outcomes = await asyncio.wait_for(
+                asyncio.gather(*waiters, return_exceptions=True), timeout=deadline
+            )
+        except TimeoutError as exc:
+            self._on_error(records[0].topic, "Timeout")
+            raise BrokerUnavailable("Kafka did not acknowledge in time", "Timeout") from exc
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                error = outcome.error if isinstance(outcome, BrokerUnavailable) else type(outcome).__name__
+                self._on_error(records[0].topic, error)
+                raise outcome
+        return [o for o in outcomes if isinstance(o, Delivered)]
+
+    async def send(self, topic: str, key: bytes | None, value: bytes) -> Delivered:
+        return (await self.send_all([OutgoingRecord(topic, key, value)]))[0]
+
+    @property
+    def connected(self) -> bool:
+        """The producer reached the cluster once; later outages show as 503s and producer errors."""
+        return self._producer is not None
+
+    async def close(self, timeout: float = 5.0) -> None:
+        self._closed = True
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            started = time.monotonic()
+            await asyncio.to_thread(producer.close, timeout)
+            log.info("Kafka producer closed in %.2fs", time.monotonic() - started)
+
+
+def _resolve(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Delivered], metadata: Any) -> None:
+    delivered = Delivered(metadata.topic, metadata.partition, metadata.offset)
+    loop.call_soon_threadsafe(_set_result, waiter, delivered)
+
+
+def _reject(loop: asyncio.AbstractEventLoop, waiter: asyncio.Future[Delivered], error: BaseException) -> None:
+    failure = BrokerUnavailable(f"Kafka did not acknowledge: {type(error).__name__}", type(error).__name__)
+    loop.call_soon_threadsafe(_set_exception, waiter, failure)
+
+
+def _set_result(waiter: asyncio.Future[Delivered], value: Delivered) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+def _set_exception(waiter: asyncio.Future[Delivered], error: BaseException) -> None:
+    if not waiter.done():
+        waiter.set_exception(error)
