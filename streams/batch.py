@@ -95,4 +95,7 @@ def describe_json_error(raw: bytes, error: Exception) -> str:
         return "empty record: expected a JSON object"
     if isinstance(error, orjson.JSONDecodeError):
         return f"not valid JSON ({error}); expected one UTF-8 JSON object per record"
+    if isinstance(error, ValidationError):
+        first = error.errors(include_url=False)[0]
+        return f"not valid JSON ({first['msg']}); expected one UTF-8 JSON object per record"
     return f"expected a JSON object, got {type(error).__name__}: {error}"

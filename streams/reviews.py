@@ -33,14 +33,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from haochaping.domain.fraud import FraudDetector
-from haochaping.domain.ledger import ticket_id_for
-from haochaping.domain.satisfaction import SpikeDetector
 from pydantic import TypeAdapter, ValidationError
 
 from haochaping.domain.config import DomainConfig
 from haochaping.domain.contract import BEIJING, Review
+from haochaping.domain.fraud import FraudDetector
+from haochaping.domain.ledger import ticket_id_for
 from haochaping.domain.records import AcceptedReview, Alert, AlertKind, LedgerIntake
+from haochaping.domain.satisfaction import SpikeDetector
 from haochaping.domain.triage import RepeatTracker, Triage, TriageRules, repeat_keys
 from streams.batch import (
     ALERTS,
@@ -72,22 +72,28 @@ def _minute(at: datetime) -> datetime:
 
 
 class ReviewStage:
-    def __init__(self, config: DomainConfig, triage: Triage) -> None:
+    def __init__(
+        self, config: DomainConfig, triage: Triage, fraud: FraudDetector, spikes: SpikeDetector | None = None
+    ) -> None:
         self.config = config
         self.triage = triage
         self.repeats = RepeatTracker.from_policy(config.repeats)
-        self.fraud = FraudDetector(config.fraud)
-        self.spikes = SpikeDetector(config.spike)
+        self.fraud = fraud
+        self.spikes = spikes
 
     @classmethod
     def from_rules(cls, rules: TriageRules) -> ReviewStage:
-        return cls(rules.config, Triage(rules))
+        return cls(
+            rules.config, Triage(rules), FraudDetector(rules.config.fraud), SpikeDetector(rules.config.spike)
+        )
 
     def process(self, batch: Sequence[Incoming], lookup: Lookup) -> BatchResult:
         """Handle one batch; ``lookup`` reads the dedupe table (the batch's own writes come first)."""
         result = BatchResult()
         pending: dict[bytes, bytes] = {}
         minutes: dict[tuple[Any, ...], list[int]] = {}
+        # official (not fraud-flagged) counts per unit and minute: what the spike baseline is fed
+        unit_minutes: dict[tuple[str, datetime], list[int]] = {}
 
         def seen(key: bytes) -> bytes | None:
             value = pending.get(key)
@@ -150,10 +156,17 @@ class ReviewStage:
             if review.is_bad:
                 self._triage(review, result)
             if not flags:
-                for alert in self._spike(review):
-                    result.emit(ALERTS, review.unit_code, _ALERT.dump_json(alert))
-                    result.counts["alert.spike"] += 1
+                official = unit_minutes.get((review.unit_code, dims[0]))
+                if official is None:
+                    official = unit_minutes[(review.unit_code, dims[0])] = [0] * 5
+                official[review.stars - 1] += 1
 
+        if self.spikes is not None:
+            for (unit, minute), counts in sorted(unit_minutes.items(), key=lambda item: item[0][1]):
+                alert = self._spike(unit, minute, counts)
+                if alert is not None:
+                    result.emit(ALERTS, unit, _ALERT.dump_json(alert))
+                    result.counts["alert.spike"] += 1
         for dims, counts in minutes.items():
             minute, region, hall, unit, window, staff, item, channel = dims
             record_ = {
@@ -196,19 +209,17 @@ class ReviewStage:
         result.emit(LEDGER_INTAKE, ticket_id, _INTAKE.dump_json(intake))
         result.counts[f"intake.{triaged.colour.value}"] += 1
 
-    def _spike(self, review: Review) -> list[Alert]:
-        spike = self.spikes.observe(review.unit_code, review.rated_at, review.is_bad)
+    def _spike(self, unit: str, minute: datetime, counts: list[int]) -> Alert | None:
+        spike = self.spikes.observe(unit, minute, counts)
         if spike is None:
-            return []
-        return [
-            Alert(
-                alert_id=f"spike:{review.unit_code}:{int(review.rated_at.timestamp())}",
-                kind=AlertKind.SPIKE,
-                at=review.rated_at,
-                unit_code=review.unit_code,
-                detail=str(spike),
-            )
-        ]
+            return None
+        return Alert(
+            alert_id=f"spike:{unit}:{spike.minute.isoformat()}",
+            kind=AlertKind.SPIKE,
+            at=spike.minute,
+            unit_code=unit,
+            detail=spike.detail(self.config.spike.window_minutes),
+        )
 
 
 def _is_json_error(exc: ValidationError) -> bool:
