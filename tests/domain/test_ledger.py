@@ -204,7 +204,7 @@ class TestLife:
             (A.START_RECTIFYING, {}),
             (A.REPORT_RECTIFIED, {}),
         ]:
-            t = run(t, action, **payload).ticket
+            t = run(t, action, SUPERVISOR, **payload).ticket
         event = run(t, A.RECORD_CALLBACK, satisfied=False, note="还是没解决")
         assert event.type is LedgerEventType.CALLBACK_FAILED
         assert event.ticket.status is S.RECTIFYING and event.ticket.callback_ok is False
@@ -276,7 +276,7 @@ class TestAuthorisation:
             (A.START_RECTIFYING, {}),
             (A.REPORT_RECTIFIED, {}),
         ]:
-            t = run(t, action, **payload).ticket
+            t = run(t, action, SUPERVISOR, **payload).ticket
         assert "payload.satisfied: true or false" in (run(t, A.RECORD_CALLBACK, satisfied="yes").reason or "")
 
 
@@ -336,7 +336,7 @@ payloads = st.fixed_dictionaries(
         "measures": st.sampled_from([["约谈"], "x", []]),
     },
 )
-steps = st.lists(
+steps: st.SearchStrategy[list[tuple[Any, Any, Any]]] = st.lists(
     st.one_of(
         st.tuples(st.sampled_from(list(CommandAction)), actors, payloads),
         st.tuples(st.just("tick"), st.integers(0, 60 * 24 * 40), st.just({})),
