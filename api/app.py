@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import Histogram
 
 from api.auth import Forbidden
-from api.commands import CommandProducer
+from api.commands import CommandProducer, StreamUnavailable
 from api.deps import ClickHousePool
 from api.feed import LiveFeed
 from api.routes import figures, health, live, reports, tickets
@@ -74,6 +74,10 @@ def create_app(settings: Settings, *, start_feed: bool = True) -> FastAPI:
     @app.exception_handler(Forbidden)
     async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=403)
+
+    @app.exception_handler(StreamUnavailable)
+    async def stream_down(_: Request, exc: StreamUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "5"})
 
     from clickhouse_connect.driver.exceptions import ClickHouseError
 

@@ -31,6 +31,10 @@ COMMAND_WAIT = Histogram(
 )
 
 
+class StreamUnavailable(Exception):
+    """The broker did not take the command (503): nothing was changed, the action can be retried."""
+
+
 class CommandProducer:
     """A kafka-python producer made on first use, so the API starts (and serves figures) without a broker."""
 
@@ -55,11 +59,19 @@ class CommandProducer:
             return self._producer
 
     def send_blocking(self, command: LedgerCommand, timeout: float = 10.0) -> None:
+        from kafka.errors import KafkaError
+
         topic = self._settings.kafka.topic("ledger.commands")
-        future = self._get().send(
-            topic, key=command.ticket_id.encode(), value=command.model_dump_json().encode()
-        )
-        future.get(timeout=timeout)
+        try:
+            future = self._get().send(
+                topic, key=command.ticket_id.encode(), value=command.model_dump_json().encode()
+            )
+            future.get(timeout=timeout)
+        except KafkaError as exc:
+            raise StreamUnavailable(
+                f"the broker at {self._settings.kafka.bootstrap_servers} did not take the command "
+                f"({type(exc).__name__}); nothing was changed, try again"
+            ) from exc
 
     async def send(self, command: LedgerCommand) -> None:
         # kafka-python blocks on metadata and acks: keep it off the event loop.

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from haochaping.domain.records import CommandAction
+
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _in_store_range(value: datetime) -> datetime:
+    # ClickHouse's DateTime64 holds 1900..2299; the figures start with the 好差评 system (2019).
+    if not _EARLIEST <= value < _LATEST:
+        raise ValueError("give a time between 2000-01-01 and 2099-12-31, with its offset (+08:00)")
+    return value
+
+
+QueryTime = Annotated[AwareDatetime, AfterValidator(_in_store_range)]
 
 
 class FiguresOut(BaseModel):

@@ -6,12 +6,11 @@ from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from pydantic import AwareDatetime
 
 from api import queries
 from api.auth import scope_unit
 from api.deps import AppSettings, ClickHouse, CurrentActor
-from api.schemas import RankingOut, SatisfactionOut
+from api.schemas import QueryTime, RankingOut, SatisfactionOut
 from haochaping.domain.contract import Channel, now_beijing
 
 router = APIRouter(prefix="/v1", tags=["figures"])
@@ -22,11 +21,11 @@ _MAX_POINTS = 20_000
 def review_filter(
     actor: CurrentActor,
     since: Annotated[
-        AwareDatetime | None,
+        QueryTime | None,
         Query(description="Start of the range (inclusive), with offset. Default: today 00:00 Beijing time."),
     ] = None,
     until: Annotated[
-        AwareDatetime | None, Query(description="End of the range (exclusive). Default: now.")
+        QueryTime | None, Query(description="End of the range (exclusive). Default: now.")
     ] = None,
     unit_code: Annotated[str | None, Query(description="统一社会信用代码 of the unit.")] = None,
     region_code: Annotated[str | None, Query(description="行政区划代码.")] = None,

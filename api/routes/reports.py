@@ -104,7 +104,11 @@ def monthly(
     actor: CurrentActor,
     client: ClickHouse,
     month: Annotated[
-        str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM; default: last month.")
+        str | None,
+        Query(
+            pattern=r"^20\d\d-(0[1-9]|1[0-2])$",
+            description="YYYY-MM (2000-01 .. 2099-12); default: last month.",
+        ),
     ] = None,
     format: Annotated[str, Query(pattern="^(json|csv|xlsx)$")] = "json",
     unit_code: str | None = None,

@@ -6,13 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Response
 from fastapi.concurrency import run_in_threadpool
-from pydantic import AwareDatetime
 
 from api import queries
 from api.auth import Forbidden, check_action, scope_unit
 from api.commands import Outcome, new_command, submit
 from api.deps import AppSettings, ClickHouse, CurrentActor, Feed, Producer
-from api.schemas import ActionIn, CommandOut, Problem, TicketDetail, TicketList
+from api.schemas import ActionIn, CommandOut, Problem, QueryTime, TicketDetail, TicketList
 from haochaping.domain.records import Actor, Colour, CommandAction, Role, TicketStatus
 
 router = APIRouter(prefix="/v1", tags=["ledger"])
@@ -37,8 +36,8 @@ def list_tickets(
     open_only: Annotated[
         bool, Query(description="Only tickets not yet closed, void or not fixable.")
     ] = False,
-    opened_since: AwareDatetime | None = None,
-    opened_until: AwareDatetime | None = None,
+    opened_since: QueryTime | None = None,
+    opened_until: QueryTime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> dict[str, Any]:
