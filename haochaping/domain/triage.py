@@ -217,7 +217,7 @@ class RepeatTracker:
     first. Deterministic: the same sequence of calls gives the same answers.
     """
 
-    def __init__(self, within: timedelta, *, max_keys: int = 100_000, max_per_key: int = 10_000) -> None:
+    def __init__(self, within: timedelta, *, max_keys: int = 100_000, max_per_key: int = 1_000) -> None:
         if within <= timedelta(0):
             raise ValueError(f"within must be positive, got {within}")
         self.within_s = within.total_seconds()
