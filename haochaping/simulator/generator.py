@@ -197,7 +197,11 @@ class CityGenerator:
             Emission(
                 Route.REVIEWS_BATCH,
                 [e.body for e in held],
-                tuple(row for e in held for row in e.truth),
+                tuple(
+                    TruthRow(**{**row.as_dict(), "route": Route.REVIEWS_BATCH.value})
+                    for e in held
+                    for row in e.truth
+                ),
                 note=f"backlog of {device}",
             )
         ]
