@@ -1,7 +1,7 @@
 """Fixtures of the API tests: seeded ClickHouse tables, tokens, a running app.
 
-The tables are the sinks' (``sinks.schema``) when that module is there; until it lands, the stand-in
-DDL below (the columns ``api/queries.py`` reads) is used and the tests say so in their output.
+The tables are the sinks' own (``sinks.schema.migrate``); tickets are seeded as ledger events, the way
+the sink writes them, and reach ``tickets`` through the sinks' materialized view.
 """
 
 from __future__ import annotations
@@ -29,43 +29,12 @@ UNITS = {
 }
 UNIT_A, UNIT_B, UNIT_C = UNITS
 
-STANDIN_DDL = (
-    """CREATE TABLE IF NOT EXISTS reviews (
-        event_id String, rated_at DateTime64(3, 'Asia/Shanghai'), channel LowCardinality(String),
-        stars UInt8, case_no String, stage LowCardinality(String), region_code LowCardinality(String),
-        hall_id Nullable(String), unit_code LowCardinality(String), unit_name String,
-        window_id Nullable(String), staff_id Nullable(String), item_code String,
-        fraud_flags Array(LowCardinality(String))
-    ) ENGINE = ReplacingMergeTree ORDER BY (unit_code, rated_at, event_id)""",
-    """CREATE TABLE IF NOT EXISTS tickets (
-        ticket_id String, version UInt32, source LowCardinality(String), source_id String,
-        opened_at DateTime64(3, 'Asia/Shanghai'), colour LowCardinality(String),
-        original_colour LowCardinality(String), region_code String, hall_id Nullable(String),
-        window_id Nullable(String), staff_id Nullable(String), item_code Nullable(String),
-        channel Nullable(String), stars Nullable(UInt8), case_no Nullable(String), text Nullable(String),
-        real_name Bool, unit_code LowCardinality(String), unit_name String,
-        responsible_person Nullable(String), measures Array(String),
-        callback_due DateTime64(3, 'Asia/Shanghai'), due DateTime64(3, 'Asia/Shanghai'),
-        status LowCardinality(String), warned Bool, overdue Bool, callback_ok Nullable(Bool),
-        closed_at Nullable(DateTime64(3, 'Asia/Shanghai'))
-    ) ENGINE = ReplacingMergeTree(version) ORDER BY ticket_id""",
-    """CREATE TABLE IF NOT EXISTS ticket_events (
-        event_id String, ticket_id String, type LowCardinality(String), at DateTime64(3, 'Asia/Shanghai'),
-        actor Nullable(String), command_id Nullable(String), reason Nullable(String)
-    ) ENGINE = ReplacingMergeTree ORDER BY (ticket_id, at, event_id)""",
-)
 
+def create_tables(client: Any, database: str) -> None:
+    """The sinks' own schema (``sinks.schema``), so the API is tested against the tables it will read."""
+    from sinks.schema import Target, migrate
 
-def create_tables(client: Any) -> None:
-    try:
-        from sinks import schema  # type: ignore[attr-defined]
-    except ImportError:
-        schema = None
-    if schema is not None and hasattr(schema, "create_tables"):
-        schema.create_tables(client)
-        return
-    for ddl in STANDIN_DDL:
-        client.command(ddl)
+    migrate(client, Target(database))
 
 
 @dataclass
@@ -100,6 +69,7 @@ def seed_reviews(rng: random.Random, day_start: datetime, n: int) -> list[dict[s
                 "stage": "overall",
                 "region_code": "330102",
                 "hall_id": "hall-1",
+                "item_name": "食品经营许可",
                 "unit_code": unit,
                 "unit_name": UNITS[unit],
                 "window_id": f"w-{rng.randrange(1, 5)}",
@@ -115,14 +85,28 @@ def ticket_row(
     ticket_id: str, unit: str, *, colour: str, status: str, opened_at: datetime, version: int = 1,
     overdue: bool = False, callback_ok: bool | None = None, text: str = "窗口人员态度差",
 ) -> dict[str, Any]:  # fmt: skip
+    """A ticket as the ledger's snapshot (JSON-able), as ``records.Ticket`` validates it."""
     return {
         "ticket_id": ticket_id, "version": version, "source": "review", "source_id": f"src-{ticket_id}",
-        "opened_at": opened_at, "colour": colour, "original_colour": colour, "region_code": "330102",
+        "opened_at": opened_at, "colour": colour, "original_colour": colour, "reasons": [], "region_code": "330102",
         "hall_id": "hall-1", "window_id": "w-1", "staff_id": "s-1", "item_code": "330102-0001-XK-01",
         "channel": "hall_device", "stars": 1, "case_no": f"case-{ticket_id}", "text": text,
         "real_name": True, "unit_code": unit, "unit_name": UNITS[unit], "responsible_person": None,
         "measures": [], "callback_due": opened_at + timedelta(hours=2), "due": opened_at + timedelta(days=1),
         "status": status, "warned": False, "overdue": overdue, "callback_ok": callback_ok, "closed_at": None,
+    }  # fmt: skip
+
+
+def ledger_event_row(
+    ticket: dict[str, Any], event_type: str = "opened", command_id: str = ""
+) -> dict[str, Any]:
+    from haochaping.domain.records import Ticket
+
+    snapshot = Ticket.model_validate(ticket).model_dump_json()
+    return {
+        "event_id": f"{ticket['ticket_id']}:{ticket['version']}", "ticket_id": ticket["ticket_id"],
+        "type": event_type, "at": ticket["opened_at"], "actor": "system", "command_id": command_id,
+        "reason": "", "ticket": snapshot,
     }  # fmt: skip
 
 
@@ -133,8 +117,8 @@ def insert_rows(client: Any, table: str, rows: list[dict[str, Any]]) -> None:
 
 
 @pytest.fixture
-def seeded(ch_client: Any) -> Seed:
-    create_tables(ch_client)
+def seeded(ch_client: Any, settings: Settings) -> Seed:
+    create_tables(ch_client, settings.clickhouse.database)
     rng = random.Random(20261125)
     now = datetime.now(BEIJING)
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
@@ -148,15 +132,15 @@ def seeded(ch_client: Any) -> Seed:
         ticket_row("T-B-2", UNIT_B, colour="red", status="closed", opened_at=t0, callback_ok=True),
         ticket_row("T-C-1", UNIT_C, colour="blue", status="rectifying", opened_at=t0),
     ]
-    # An older version of T-A-1 that must not show: the newest version wins.
-    insert_rows(ch_client, "tickets", [{**tickets[0], "version": 0, "status": "void"}])
-    insert_rows(ch_client, "tickets", tickets)
+    # T-A-1 is opened, then voided by mistake and reopened: the newest version (3, "new") must show.
     events = [
-        {"event_id": "T-A-1:1", "ticket_id": "T-A-1", "type": "opened", "at": t0, "actor": "system",
-         "command_id": None, "reason": None},
-        {"event_id": "T-B-2:1", "ticket_id": "T-B-2", "type": "opened", "at": t0, "actor": "system",
-         "command_id": None, "reason": None},
-    ]  # fmt: skip
+        ledger_event_row({**tickets[0], "version": 1}),
+        ledger_event_row({**tickets[0], "version": 2, "status": "void"}),
+    ]
+    events += [ledger_event_row(t) for t in tickets]
+    events[2]["event_id"] = "T-A-1:3"
+    tickets[0]["version"] = 3
+    events[2]["ticket"] = events[2]["ticket"].replace('"version":1', '"version":3')
     insert_rows(ch_client, "ticket_events", events)
     return Seed(reviews, tickets, day_start)
 

@@ -111,7 +111,7 @@ def test_tickets_show_the_newest_version_and_filter(
     assert [t["ticket_id"] for t in overdue["items"]] == ["T-B-1"]
     detail = client.get("/v1/tickets/T-A-1", headers=token(Role.SUPERVISOR)).json()
     assert detail["ticket"]["unit_code"] == UNIT_A
-    assert [e["type"] for e in detail["history"]] == ["opened"]
+    assert [e["type"] for e in detail["history"]] == ["opened", "opened", "opened"]
 
 
 def test_monthly_report_as_csv_and_xlsx(client: TestClient, seeded: Seed, token: Callable) -> None:
@@ -216,3 +216,14 @@ def test_an_action_missing_its_payload_says_what_is_missing(
         "/v1/tickets/T-A-1/actions", json={"action": "appeal"}, headers=token(Role.UNIT_OFFICER, UNIT_A)
     )
     assert r.status_code == 422 and "reason" in r.json()["detail"]
+
+
+def test_a_range_off_whole_minutes_counts_from_the_raw_reviews(
+    client: TestClient, seeded: Seed, token: Callable
+) -> None:
+    since = seeded.day_start + timedelta(hours=2, seconds=30)
+    until = seeded.day_start + timedelta(hours=5, seconds=15)
+    rows = [r for r in seeded.reviews if not r["fraud_flags"] and since <= r["rated_at"] < until]
+    params = {"since": since.isoformat(), "until": until.isoformat()}
+    body = client.get("/v1/satisfaction", params=params, headers=token(Role.SUPERVISOR)).json()
+    assert body["counts"] == recount(rows)["counts"]
