@@ -19,8 +19,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from haochaping.domain.problems import Problem
 from haochaping.settings import Settings
 from ingest.auth import AuthFailure, Verifier
 from ingest.errors import JSONResponse, problem_response, request_validation_handler
@@ -149,6 +151,7 @@ def create_app(settings: Settings, producer: EventProducer | None = None) -> Fas
     app.state.metrics = metrics
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable(settings, metrics))
     app.add_exception_handler(RegistryNotReady, _registry_not_ready(settings))
     app.add_middleware(
@@ -172,6 +175,18 @@ def create_app(settings: Settings, producer: EventProducer | None = None) -> Fas
         return PlainTextResponse(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it could not even decode (e.g. not UTF-8).
+        return problem_response(
+            400,
+            "the body is not valid JSON",
+            [Problem("", "the body could not be decoded: send UTF-8 encoded JSON", "json_invalid")],
+        )
+    return problem_response(exc.status_code, str(exc.detail), headers=dict(exc.headers or {}))
 
 
 async def _warm_up(intake: Intake) -> None:

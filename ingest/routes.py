@@ -140,4 +140,7 @@ def _item_results(results: list[Any]) -> JSONResponse:
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "rejected")}
     # 202 says Kafka holds something; with nothing accepted, the items' problems are the answer.
     status = 202 if counts["accepted"] else 422 if counts["rejected"] else 200
-    return JSONResponse({**counts, "results": [r.as_dict() for r in results]}, status_code=status)
+    body: dict[str, Any] = {**counts, "results": [r.as_dict() for r in results]}
+    if status == 422:
+        body = {"status": 422, "title": "no item was accepted; each item's problems say why", **body}
+    return JSONResponse(body, status_code=status)
