@@ -133,7 +133,7 @@ function initCharts() {
   state.charts.trend.setOption({
     animation: false, grid: { left: 50, right: 20, top: 20, bottom: 30 }, tooltip: { trigger: "axis" },
     xAxis: { type: "category", data: [], ...axis }, yAxis: { type: "value", min: (v) => Math.max(0, Math.floor(v.min - 2)), max: 100, ...axis },
-    series: [{ type: "line", data: [], showSymbol: false, smooth: true, lineStyle: { color: "#30c48d", width: 3 }, areaStyle: { color: "rgba(48,196,141,0.15)" } }],
+    series: [{ type: "line", data: [], showSymbol: false, smooth: false, lineStyle: { color: "#30c48d", width: 3 }, areaStyle: { color: "rgba(48,196,141,0.15)" } }],
   });
   state.charts.ranking = echarts.init($("ranking"), null, { renderer: "canvas" });
   state.charts.ranking.setOption({

@@ -1,0 +1,108 @@
+"""The live board in headless Chromium: numbers on load, then live updates over SSE without reload.
+
+The stream's output is produced here on the real broker (a satisfaction tick on satisfaction.minute,
+a red ticket's OPENED event on ledger.events) in place of ingest + the Faust worker; the end-to-end
+version that posts reviews through the ingest API is left for the lead to wire with the worker.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from api.auth import mint_token
+from haochaping.domain.contract import BEIJING, Channel
+from haochaping.domain.records import LedgerEvent, LedgerEventType, MinuteCounts, Role, Ticket
+from haochaping.settings import Settings
+from haochaping.topics import ensure_topics
+from tests.api.conftest import UNIT_A, UNITS, RunningApi, Seed, insert_rows, seed_reviews, ticket_row
+
+pytestmark = [pytest.mark.integration, pytest.mark.browser]
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_board_shows_figures_and_a_new_red_ticket_live(
+    settings: Settings,
+    kafka_stack: object,
+    seeded: Seed,
+    ch_client: Any,
+    running_api: Callable[[], RunningApi],
+) -> None:
+    from kafka import KafkaProducer
+    from playwright.sync_api import expect, sync_playwright
+
+    # Today's ratings so far: 200 within the last minutes.
+    today = seed_reviews(random.Random(7), datetime.now(BEIJING) - timedelta(hours=9), 200)
+    for i, row in enumerate(today):
+        row["event_id"] = f"today-{i}"
+        row["rated_at"] = datetime.now(BEIJING) - timedelta(minutes=1 + i % 30)
+    insert_rows(ch_client, "reviews", today)
+    official_today = sum(1 for r in today if not r["fraud_flags"])
+
+    ensure_topics(settings.kafka)
+    api = running_api()
+    deadline = time.monotonic() + 30
+    while httpx.get(api.base_url + "/readyz").status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    token = mint_token(settings.api, role=Role.SUPERVISOR, sub="wall")
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1920, "height": 1080})
+        page.goto(f"{api.base_url}/board#token={token}")
+        expect(page.locator("#status")).to_have_text("实时", timeout=15_000)
+        expect(page.locator("#kpi-rate")).to_contain_text("%")
+        expect(page.locator("#count-red")).to_have_text("1")  # open red tickets: T-A-1 (T-B-2 is closed)
+        expect(page.locator("#kpi-total")).to_have_text(f"{official_today:,}")
+        before = official_today
+
+        producer = KafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+        now = datetime.now(BEIJING).replace(second=0, microsecond=0)
+        tick = MinuteCounts(
+            minute=now, region_code="330102", hall_id="hall-1", unit_code=UNIT_A, window_id="w-1",
+            staff_id="s-1", item_code="330102-0001-XK-01", channel=Channel.HALL_DEVICE, counts=(1, 0, 0, 0, 9),
+        )  # fmt: skip
+        producer.send(settings.kafka.topic("satisfaction.minute"), value=tick.model_dump_json().encode())
+        ticket = Ticket.model_validate(
+            ticket_row(
+                "T-LIVE-1",
+                UNIT_A,
+                colour="red",
+                status="new",
+                opened_at=datetime.now(UTC),
+                text="窗口工作人员索要好处费",
+            )
+        )
+        opened = LedgerEvent(
+            event_id="T-LIVE-1:1", ticket_id="T-LIVE-1", type=LedgerEventType.OPENED,
+            at=datetime.now(UTC), actor="system", ticket=ticket,
+        )  # fmt: skip
+        producer.send(
+            settings.kafka.topic("ledger.events"), key=b"T-LIVE-1", value=opened.model_dump_json().encode()
+        )
+        producer.flush()
+        producer.close()
+
+        expect(page.locator("#kpi-total")).to_have_text(f"{before + 10:,}", timeout=10_000)
+        newest = page.locator("#red-list li").first
+        expect(newest).to_contain_text("窗口工作人员索要好处费", timeout=10_000)
+        expect(newest).to_contain_text(UNITS[UNIT_A])
+        expect(page.locator("#count-red")).to_have_text("2")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "board.png"), full_page=True)
+        browser.close()
