@@ -30,6 +30,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -84,6 +85,14 @@ def _ping(http_port: int, timeout: float = 1.0) -> bool:
         return False
 
 
+def _port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def _holder_marker(http_port: int) -> str:
     return f"haochaping_listener_holder_{http_port}"
 
@@ -111,6 +120,10 @@ def serve(data_dir: Path, http_port: int, tcp_port: int, conf_dir: Path | None =
     os.chdir(conf_dir)  # clickhouse-local reads ./config.xml
     import chdb._chdb as _chdb  # only the server process may load the engine
 
+    if stop.is_set():  # stopped while the engine was loading
+        print("clickhouse: stopped before the listeners started", flush=True)
+        return 0
+
     marker = _holder_marker(http_port)
     sql = (
         "SYSTEM START LISTEN HTTP; SYSTEM START LISTEN TCP; "
@@ -132,7 +145,7 @@ def serve(data_dir: Path, http_port: int, tcp_port: int, conf_dir: Path | None =
 
     ready = False
     while not stop.is_set() and holder.is_alive():
-        if not ready and _ping(http_port, timeout=0.5):
+        if not ready and _ping(http_port, timeout=0.5) and _port_open(tcp_port):
             ready = True
             print(
                 f"clickhouse: ready on http://127.0.0.1:{http_port} and tcp 127.0.0.1:{tcp_port} "
@@ -143,14 +156,24 @@ def serve(data_dir: Path, http_port: int, tcp_port: int, conf_dir: Path | None =
 
     if not holder.is_alive():
         # The holder query ended by itself: the listeners are gone.
-        print(f"clickhouse: listener query ended unexpectedly: {failure or 'no error'}", flush=True)
+        print(
+            f"clickhouse: listener query ended unexpectedly: {failure or 'see the error above'}", flush=True
+        )
         return 1
 
+    print("clickhouse: ending the listener query (a QUERY_WAS_CANCELLED line is expected)", flush=True)
     kill = f"KILL QUERY WHERE query LIKE '%{marker}%' AND query NOT LIKE '%KILL QUERY%' SYNC FORMAT TSV"
-    try:
-        _http(f"http://127.0.0.1:{http_port}/", kill, timeout=30)
-    except (OSError, urllib.error.URLError) as exc:
-        print(f"clickhouse: KILL QUERY failed: {exc!r}", flush=True)
+    # Retried: a signal that came while the listeners were still starting finds no HTTP port yet.
+    deadline = time.monotonic() + 15
+    while holder.is_alive():
+        try:
+            _http(f"http://127.0.0.1:{http_port}/", kill, timeout=30)
+            break
+        except (OSError, urllib.error.URLError) as exc:
+            if time.monotonic() > deadline:
+                print(f"clickhouse: KILL QUERY failed: {exc!r}", flush=True)
+                break
+            time.sleep(0.2)
     holder.join(30)
     if holder.is_alive():
         print("clickhouse: listener did not stop; exiting hard", flush=True)
@@ -255,7 +278,8 @@ class ClickHouseServer:
         return self.pid() is not None
 
     def is_ready(self) -> bool:
-        return _ping(self.http_port)
+        """``GET /ping`` answers ``Ok.`` and the native TCP port accepts connections."""
+        return _ping(self.http_port) and _port_open(self.tcp_port)
 
     def query(self, sql: str, timeout: float = 30.0) -> str:
         """Run one statement over HTTP and return its TSV output (for small admin queries)."""
@@ -278,6 +302,9 @@ class ClickHouseServer:
                 f"port {self.http_port} already serves ClickHouse, but not from {self.data_dir} "
                 f"(no live pid in {self.pid_file})"
             )
+        busy = [p for p in (self.http_port, self.tcp_port) if _port_open(p)]
+        if busy:
+            raise ClickHouseError(f"port(s) {busy} already in use by another process")
         self.home.mkdir(parents=True, exist_ok=True)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(_PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
@@ -311,7 +338,7 @@ class ClickHouseServer:
         return True
 
     def wait_ready(self, timeout: float = 60.0) -> float:
-        """Block until ``GET /ping`` answers ``Ok.``; return the seconds waited."""
+        """Block until :meth:`is_ready`; return the seconds waited."""
         start = time.monotonic()
         deadline = start + timeout
         while True:
