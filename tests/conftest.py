@@ -28,6 +28,8 @@ from haochaping.stack.kafka import KafkaBroker
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_VAR_DIR = REPO_ROOT / "var" / "test"
+# The jars `haochaping stack install` (make stack-install) put under the default var dir: one copy for all.
+KAFKA_LIBS_DIR = REPO_ROOT / "var" / "kafka" / "libs"
 KAFKA_PORT = int(os.environ.get("HAOCHAPING_TEST_KAFKA_PORT", "19092"))
 KAFKA_CONTROLLER_PORT = int(os.environ.get("HAOCHAPING_TEST_KAFKA_CONTROLLER_PORT", "19093"))
 CLICKHOUSE_HTTP_PORT = int(os.environ.get("HAOCHAPING_TEST_CLICKHOUSE_HTTP_PORT", "18123"))
@@ -106,7 +108,7 @@ def _shared_server(name: str, server: Any) -> Iterator[Any]:
 @pytest.fixture(scope="session")
 def kafka_libs_dir() -> Path:
     """The Kafka jars (installed once under var/test), for tests that run a broker of their own."""
-    broker = KafkaBroker(TEST_VAR_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT)
+    broker = KafkaBroker(TEST_VAR_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT, libs_dir=KAFKA_LIBS_DIR)
     broker.install()
     return broker.libs_dir
 
@@ -114,7 +116,7 @@ def kafka_libs_dir() -> Path:
 @pytest.fixture(scope="session")
 def kafka_stack() -> Iterator[KafkaBroker]:
     """A real Apache Kafka 4 broker on the test ports, ready."""
-    broker = KafkaBroker(TEST_VAR_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT)
+    broker = KafkaBroker(TEST_VAR_DIR, KAFKA_PORT, KAFKA_CONTROLLER_PORT, libs_dir=KAFKA_LIBS_DIR)
     with _shared_server("kafka", broker) as server:
         yield server
 
