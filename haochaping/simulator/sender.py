@@ -129,6 +129,7 @@ class Sender:
         self.retry_for = retry_for
         self.on_accepted = on_accepted
         self.stats = SendStats()
+        self._invitations: dict[str, asyncio.Event] = {}
         self._client = httpx.AsyncClient(
             base_url=ingest_url.rstrip("/"),
             timeout=timeout,
@@ -142,6 +143,23 @@ class Sender:
     # -- one emission -----------------------------------------------------------------------------
 
     async def send(self, emission: Emission) -> None:
+        if emission.route == Route.SMS:
+            # A citizen cannot answer an SMS before it was sent: wait until ingest took its invitation.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._invitation(emission.body["ref"]).wait(), self.retry_for)
+        try:
+            await self._post(emission)
+        finally:
+            if emission.route == Route.SMS_INVITATION:
+                self._invitation(emission.body["ref"]).set()
+
+    def _invitation(self, ref: str) -> asyncio.Event:
+        event = self._invitations.get(ref)
+        if event is None:
+            event = self._invitations[ref] = asyncio.Event()
+        return event
+
+    async def _post(self, emission: Emission) -> None:
         path = PATHS[emission.route]
         if emission.route == Route.REVIEWS_BATCH:
             payload: Any = {"reviews": emission.body}
