@@ -21,6 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
+
+# Property tests check rules, not speed: a 2-core CI box under load must not fail them on a deadline.
+hypothesis_settings.register_profile("haochaping", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("haochaping")
 
 from haochaping.settings import ClickHouseSettings, KafkaSettings, Settings, StreamsSettings
 from haochaping.stack.clickhouse import ClickHouseServer
