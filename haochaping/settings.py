@@ -95,9 +95,15 @@ class StreamsSettings(BaseModel):
 
 
 class SinkSettings(BaseModel):
-    batch_rows: int = 20_000
-    batch_seconds: float = 1.0
+    batch_rows: int = 20_000  # per partition: a batch is cut at this many records ...
+    batch_seconds: float = 1.0  # ... or when its oldest record waited this long
     raw_review_ttl_days: int = 0  # 0 keeps raw reviews forever
+    group_id: str = "haochaping-sink"
+    insert_threads: int = 2  # concurrent inserts (one ClickHouse client each); 1 for chdb://
+    max_backoff_seconds: float = 30.0  # longest wait between insert attempts while ClickHouse is down
+    metrics_port: int = 9108  # Prometheus /metrics of `haochaping sink`; 0 turns it off
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
 
 
 class ApiSettings(BaseModel):

@@ -1,0 +1,74 @@
+"""``haochaping sink`` and ``haochaping migrate``."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(migrate)
+    app.command()(sink)
+
+
+def migrate(
+    ctx: typer.Context,
+    print_only: bool = typer.Option(False, "--print", help="Print the DDL instead of applying it."),
+    cluster: str | None = typer.Option(
+        None, "--cluster", help="Render for this cluster: ON CLUSTER, Replicated tables, Distributed fronts."
+    ),
+) -> None:
+    """Create or upgrade the ClickHouse schema (safe to run twice)."""
+    from haochaping.settings import Settings
+    from sinks.schema import Target, render
+    from sinks.schema import migrate as apply
+
+    settings: Settings = ctx.obj
+    target = Target(settings.clickhouse.database, cluster, settings.sink.raw_review_ttl_days)
+    if print_only:
+        typer.echo(render(target), nl=False)
+        return
+    from sinks.clickhouse import connect
+
+    client = connect(settings.clickhouse)
+    try:
+        report = apply(client, target)
+    finally:
+        client.close()
+    typer.echo(
+        f"{settings.clickhouse.database}: applied {report.applied or 'none'}, already there {report.already or 'none'}"
+        + ("; raw-review TTL changed" if report.ttl_changed else "")
+    )
+
+
+def sink(ctx: typer.Context) -> None:
+    """Apply the schema migrations, then write the stream's topics into ClickHouse until stopped."""
+    import asyncio
+    import logging
+    import signal
+
+    from haochaping.settings import Settings
+    from sinks.clickhouse import connect
+    from sinks.schema import Target
+    from sinks.schema import migrate as apply
+    from sinks.writer import SinkWriter
+
+    settings: Settings = ctx.obj
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client = connect(settings.clickhouse)
+    try:
+        apply(client, Target(settings.clickhouse.database, None, settings.sink.raw_review_ttl_days))
+    finally:
+        client.close()
+    if settings.sink.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.sink.metrics_port, addr="127.0.0.1")
+
+    async def main() -> None:
+        writer = SinkWriter(settings)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, writer.stop)
+        await writer.run()
+
+    asyncio.run(main())
