@@ -35,11 +35,11 @@ $(STAMP): pyproject.toml
 stack-install: install
 	$(BIN)/haochaping stack install
 
-## browser: Debian's chromium for the board's browser test (no browser download by Playwright)
+## browser: Debian's chromium and a Chinese font for the board's browser test (Playwright downloads no browser)
 browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium && fc-list | grep -qi wqy; } >/dev/null 2>&1 || { \
 		echo "installing Debian's chromium for the browser test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; }
 
 stack-up: stack-install
 	$(BIN)/haochaping stack up
