@@ -169,7 +169,11 @@ class Demo:
                 name = f"worker-{i + 1}"
                 log = self.logs / f"{name}.log"
                 log.unlink(missing_ok=True)
-                env = {"HAOCHAPING_STREAMS__WEB_PORT": str(self.settings.streams.web_port + i)}
+                # Workers on one host each need their own metrics port and table directory.
+                env = {
+                    "HAOCHAPING_STREAMS__METRICS_PORT": str(self.settings.streams.metrics_port + i),
+                    "HAOCHAPING_STREAMS__DATA_DIR": str(self.var_dir / "streams" / name),
+                }
                 plan.append((name, ["worker"], log_contains(log, "Ready"), env))
         else:
             self._skip("stream worker", "no `haochaping worker` in this checkout yet")
