@@ -1,0 +1,303 @@
+"""A whole pipeline on private servers, for fault drills: Kafka, ClickHouse, ingest, worker(s), sink and
+the simulator writing its ground truth, each a real process that a drill can stop, restart or kill -9.
+
+Private servers (not the shared test ones): a drill restarts the broker and stops ClickHouse, which
+must not disturb other tests running at the same time.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from haochaping.settings import (
+    ClickHouseSettings,
+    IngestSettings,
+    KafkaSettings,
+    Settings,
+    SinkSettings,
+    StreamsSettings,
+)
+from haochaping.simulator.processes import Service, haochaping_argv, http_ready, settings_env
+from haochaping.simulator.sender import read_truth
+from haochaping.simulator.truth import FigureKey, compare, expected_bad_cases, expected_figures
+from haochaping.stack.clickhouse import ClickHouseServer
+from haochaping.stack.kafka import KafkaBroker
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            socks.append(sock)
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class Pipeline:
+    """Servers and services of one drill; every process is stopped by :meth:`close`."""
+
+    var_dir: Path
+    kafka_libs_dir: Path
+    settings: Settings = field(init=False)
+    broker: KafkaBroker = field(init=False)
+    clickhouse: ClickHouseServer = field(init=False)
+    ingest: Service | None = None
+    sink: Service | None = None
+    workers: list[Service] = field(default_factory=list)
+    simulator: Service | None = None
+    truth_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        kafka_port, controller_port, http_port, tcp_port, ingest_port = free_ports(5)
+        tag = uuid.uuid4().hex[:8]
+        self.settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            var_dir=self.var_dir,
+            kafka=KafkaSettings(
+                bootstrap_servers=f"127.0.0.1:{kafka_port}",
+                controller_port=controller_port,
+                topic_prefix=f"d{tag}.",
+                partitions=4,
+            ),
+            clickhouse=ClickHouseSettings(
+                url=f"http://127.0.0.1:{http_port}", tcp_port=tcp_port, database=f"drill_{tag}"
+            ),
+            ingest=IngestSettings(port=ingest_port),
+            streams=StreamsSettings(
+                app_id=f"drill-{tag}",
+                store="memory://",
+                metrics_port=0,
+                broker_session_timeout=6,
+                broker_heartbeat_interval=1,
+            ),
+            sink=SinkSettings(group_id=f"drill-sink-{tag}", metrics_port=0, max_backoff_seconds=2.0),
+        )
+        self.broker = KafkaBroker(self.var_dir, kafka_port, controller_port, libs_dir=self.kafka_libs_dir)
+        self.clickhouse = ClickHouseServer(self.var_dir, http_port, tcp_port)
+        self.truth_path = self.var_dir / "truth.jsonl"
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def _service(self, name: str, args: list[str], ready: Any = None, **env: str) -> Service:
+        return Service(
+            name,
+            haochaping_argv(*args),
+            self.var_dir / "logs" / f"{name}.log",
+            env={**settings_env(self.settings), "PYTHONUNBUFFERED": "1", **env},
+            ready=ready,
+            cwd=REPO_ROOT,
+        )
+
+    def start(self, *, workers: int = 1) -> None:
+        self.broker.start()
+        self.clickhouse.start()
+        self.broker.wait_ready(120)
+        self.clickhouse.wait_ready(60)
+        from haochaping.topics import ensure_topics
+
+        ensure_topics(self.settings.kafka)
+        self.ingest = self._service(
+            "ingest", ["ingest"], http_ready(f"http://127.0.0.1:{self.settings.ingest.port}/readyz")
+        )
+        self.ingest.start()
+        self.sink = self._service("sink", ["sink"])
+        self.sink.start()
+        for _ in range(workers):
+            self.add_worker()
+        self.ingest.wait_ready(60)
+        for worker in self.workers:
+            worker.wait_ready(90)
+
+    def add_worker(self) -> Service:
+        name = f"worker-{len(self.workers) + 1}"
+        log = self.var_dir / "logs" / f"{name}.log"
+        worker = self._service(
+            name,
+            ["worker", "--loglevel", "info"],
+            lambda: log.exists() and "Ready" in log.read_text(errors="replace"),
+            HAOCHAPING_STREAMS__DATA_DIR=str(self.var_dir / "streams" / name),
+        )
+        self.workers.append(worker)
+        worker.start()
+        return worker
+
+    def simulate(self, *, rate: float, duration: float, seed: int = 0) -> Service:
+        self.simulator = self._service(
+            "simulate",
+            [
+                "simulate",
+                "--rate",
+                str(rate),
+                "--duration",
+                str(duration),
+                "--truth",
+                str(self.truth_path),
+                "--seed",
+                str(seed),
+                "--run-id",
+                f"drill{uuid.uuid4().hex[:6]}",
+                "--hour",
+                "10",
+                "--concurrency",
+                "64",
+                "--quiet",
+            ],
+        )
+        self.simulator.start()
+        return self.simulator
+
+    def wait_simulator(self, timeout: float = 600.0) -> int:
+        assert self.simulator is not None and self.simulator.proc is not None
+        code = self.simulator.proc.wait(timeout)
+        return code
+
+    def close(self) -> None:
+        for service in [self.simulator, *reversed(self.workers), self.sink, self.ingest]:
+            if service is not None:
+                service.stop()
+        self.broker.stop()
+        self.clickhouse.stop()
+
+    # -- what the store holds -------------------------------------------------------------------
+
+    def client(self) -> Any:
+        import clickhouse_connect
+
+        return clickhouse_connect.get_client(
+            host="127.0.0.1",
+            port=self.clickhouse.http_port,
+            database=self.settings.clickhouse.database,
+        )
+
+    def figures(self) -> Counter[FigureKey]:
+        client = self.client()
+        try:
+            result = client.query(
+                "SELECT formatDateTime(minute, '%Y-%m-%d %H:%i') AS m, region_code, unit_code, hall_id, "
+                "window_id, staff_id, item_code, channel, "
+                "sum(n1 + f1), sum(n2 + f2), sum(n3 + f3), sum(n4 + f4), sum(n5 + f5) "
+                "FROM satisfaction_minute "
+                "GROUP BY m, region_code, unit_code, hall_id, window_id, staff_id, item_code, channel"
+            )
+        finally:
+            client.close()
+        out: Counter[FigureKey] = Counter()
+        for row in result.result_rows:
+            key, counts = tuple(str(v) for v in row[:8]), row[8:]
+            for stars, n in enumerate(counts, start=1):
+                if n:
+                    out[(*key, stars)] += int(n)  # type: ignore[arg-type]
+        return out
+
+    def review_ticket_cases(self) -> Counter[str]:
+        """case_no -> number of distinct tickets opened from reviews of that case."""
+        client = self.client()
+        try:
+            rows = client.query(
+                "SELECT case_no, uniqExact(ticket_id) FROM tickets FINAL WHERE source = 'review' GROUP BY case_no"
+            ).result_rows
+        finally:
+            client.close()
+        return Counter({str(case): int(n) for case, n in rows})
+
+    def raw_review_rows(self) -> tuple[int, int]:
+        """(rows in the reviews table, distinct case|stage among them)."""
+        client = self.client()
+        try:
+            rows, distinct = client.query(
+                "SELECT count(), uniqExact(case_no, stage, follow_up) FROM reviews"
+            ).result_rows[0]
+        finally:
+            client.close()
+        return int(rows), int(distinct)
+
+    # -- the verdict ----------------------------------------------------------------------------
+
+    def truth(self) -> list[dict[str, Any]]:
+        return read_truth(self.truth_path)
+
+    def settle(self, timeout: float = 180.0) -> None:
+        """Wait until the figures and the ledger hold what the truth says, or stop changing."""
+        rows = self.truth()
+        expected = expected_figures(rows)
+        bad = expected_bad_cases(rows)
+        deadline = time.monotonic() + timeout
+        last: tuple[int, int] | None = None
+        still_since = time.monotonic()
+        while time.monotonic() < deadline:
+            try:
+                figures, tickets = self.figures(), self.review_ticket_cases()
+            except Exception:  # ClickHouse just restarted, or the tables are not there yet
+                time.sleep(1)
+                continue
+            if compare(expected, figures).exact and set(tickets) == set(bad):
+                return
+            state = (sum(figures.values()), sum(tickets.values()))
+            if state != last:
+                last, still_since = state, time.monotonic()
+            elif time.monotonic() - still_since > 45:
+                return  # nothing moved for 45 s: the verdict will say what is wrong
+            time.sleep(1)
+
+    def verdict(self) -> list[str]:
+        """What is wrong, in words; empty when every figure and the ledger equal the recount."""
+        rows = self.truth()
+        problems: list[str] = []
+        expected = expected_figures(rows)
+        if not expected:
+            return ["the truth file holds no rating: the simulator sent nothing ingest took"]
+        diff = compare(expected, self.figures())
+        if not diff.exact:
+            problems.append(f"figures: {diff}")
+        bad = expected_bad_cases(rows)
+        tickets = self.review_ticket_cases()
+        without = sorted(set(bad) - set(tickets))
+        twice = sorted(case for case, n in tickets.items() if n > 1)
+        unexpected = sorted(set(tickets) - set(bad))
+        if without:
+            problems.append(f"ledger: {len(without)} bad review(s) without a ticket, e.g. {without[:5]}")
+        if twice:
+            problems.append(f"ledger: {len(twice)} bad review(s) with more than one ticket, e.g. {twice[:5]}")
+        if unexpected:
+            problems.append(
+                f"ledger: {len(unexpected)} ticket(s) for no counted bad review, e.g. {unexpected[:5]}"
+            )
+        return problems
+
+    def logs(self) -> str:
+        parts = []
+        for service in [self.ingest, self.sink, *self.workers, self.simulator]:
+            if service is not None:
+                parts.append(f"--- {service.name} ({service.log_path})\n{service.tail(15)}")
+        return "\n".join(parts)
+
+
+@contextmanager
+def pipeline(var_root: Path, kafka_libs_dir: Path, *, workers: int = 1) -> Iterator[Pipeline]:
+    p = Pipeline(var_root / uuid.uuid4().hex[:8], kafka_libs_dir)
+    try:
+        p.start(workers=workers)
+        yield p
+    finally:
+        p.close()

@@ -1,0 +1,66 @@
+"""After each fault, every figure in ClickHouse equals the recount of the ground truth (0 lost, 0 counted
+twice) and the ledger holds exactly one ticket per bad review."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.drills.harness import Pipeline
+
+pytestmark = [pytest.mark.integration, pytest.mark.drill, pytest.mark.timeout(900)]
+
+RATE = float(os.environ.get("HAOCHAPING_DRILL_RATE", "300"))
+DURATION = float(os.environ.get("HAOCHAPING_DRILL_SECONDS", "40"))
+CLICKHOUSE_DOWN = float(os.environ.get("HAOCHAPING_DRILL_CLICKHOUSE_DOWN", "60"))
+
+
+def finish(p: Pipeline) -> None:
+    code = p.wait_simulator()
+    assert code == 0, f"the simulator reported problems:\n{p.logs()}"
+    p.settle()
+    problems = p.verdict()
+    assert not problems, "\n".join(problems) + "\n" + p.logs()
+
+
+def test_baseline_without_a_fault(one_worker: Pipeline) -> None:
+    one_worker.simulate(rate=RATE, duration=DURATION / 2)
+    finish(one_worker)
+
+
+def test_restart_the_broker_mid_stream(one_worker: Pipeline) -> None:
+    one_worker.simulate(rate=RATE, duration=DURATION)
+    time.sleep(DURATION / 3)
+    one_worker.broker.stop()
+    time.sleep(5)
+    one_worker.broker.start()
+    one_worker.broker.wait_ready(120)
+    finish(one_worker)
+
+
+def test_stop_clickhouse_for_a_while(one_worker: Pipeline) -> None:
+    one_worker.simulate(rate=RATE, duration=DURATION)
+    time.sleep(DURATION / 3)
+    one_worker.clickhouse.stop()
+    time.sleep(CLICKHOUSE_DOWN)
+    one_worker.clickhouse.start()
+    one_worker.clickhouse.wait_ready(60)
+    finish(one_worker)
+
+
+def test_kill_9_the_worker_mid_batch(one_worker: Pipeline) -> None:
+    one_worker.simulate(rate=RATE, duration=DURATION)
+    time.sleep(DURATION / 3)
+    one_worker.workers[0].kill()
+    time.sleep(2)
+    one_worker.add_worker().wait_ready(90)
+    finish(one_worker)
+
+
+def test_two_workers_and_kill_one(two_workers: Pipeline) -> None:
+    two_workers.simulate(rate=RATE, duration=DURATION)
+    time.sleep(DURATION / 3)
+    two_workers.workers[1].kill()
+    finish(two_workers)
