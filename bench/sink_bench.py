@@ -1,0 +1,170 @@
+"""Benchmark: reviews per second from ``reviews.accepted`` into ClickHouse, through the real writer.
+
+Produces N review records (pre-produced, so the producer does not share the clock), then starts the
+sink writer and times until every review is in ClickHouse and every offset is committed. Prints
+rows/s, per-batch insert latency p50/p99 and the peak RSS of this process.
+
+    .venv/bin/python bench/sink_bench.py --bootstrap 127.0.0.1:19092 --clickhouse http://127.0.0.1:18123 -n 500000
+
+Uses a fresh topic prefix and database each run and drops the database afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from prometheus_client import CollectorRegistry
+
+from haochaping.settings import ClickHouseSettings, KafkaSettings, Settings, SinkSettings
+from sinks.clickhouse import connect
+from sinks.metrics import SinkMetrics
+from sinks.schema import Target, migrate
+from sinks.writer import SinkWriter, WriterThread
+
+
+def produce(settings: Settings, n: int) -> float:
+    import asyncio
+
+    import orjson
+    from aiokafka import AIOKafkaProducer  # the bench's producer must outpace the sink under test
+
+    units = [f"11330102{i:010d}" for i in range(40)]
+
+    async def main() -> float:
+        p = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            linger_ms=20,
+            max_batch_size=512 * 1024,
+            acks=1,
+        )
+        await p.start()
+        t0 = time.perf_counter()
+        topic = settings.kafka.topic("reviews.accepted")
+        base = {
+            "schema_version": 1,
+            "case_no": "330102-2026-000137",
+            "stage": "overall",
+            "region_code": "330102",
+            "unit_name": "杭州市上城区市场监督管理局",
+            "item_name": "食品经营许可",
+            "device_id": "dev-0042",
+            "received_at": "2026-11-25T09:30:01+08:00",
+            "tags": [],
+            "text": None,
+            "real_name": False,
+            "rater_id": None,
+            "follow_up": False,
+            "sender": "demo-device",
+        }
+        pending = []
+        for i in range(n):
+            rec = dict(
+                base,
+                event_id=f"bench-{i:09d}",
+                channel=("hall_device", "app", "sms", "web")[i % 4],
+                stars=(i * 7) % 5 + 1,
+                hall_id=f"hall-{i % 7}",
+                unit_code=units[i % len(units)],
+                window_id=f"w-{i % 23}",
+                staff_id=f"s-{i % 101}",
+                item_code=f"item-{i % 50}",
+                rated_at=f"2026-11-25T{9 + (i // 60000) % 10:02d}:{(i // 1000) % 60:02d}:{i % 60:02d}+08:00",
+                fraud_flags=["device_burst"] if i % 97 == 0 else [],
+            )
+            pending.append(await p.send(topic, orjson.dumps(rec), key=rec["unit_code"].encode()))
+            if len(pending) >= 20000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+        await p.stop()
+        return time.perf_counter() - t0
+
+    return asyncio.run(main())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bootstrap", default="127.0.0.1:19092")
+    ap.add_argument("--clickhouse", default="http://127.0.0.1:18123")
+    ap.add_argument("-n", type=int, default=300_000)
+    ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--batch-rows", type=int, default=20_000)
+    ap.add_argument("--insert-threads", type=int, default=2)
+    args = ap.parse_args()
+
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        kafka=KafkaSettings(
+            bootstrap_servers=args.bootstrap, topic_prefix=f"bench{tag}.", partitions=args.partitions
+        ),
+        clickhouse=ClickHouseSettings(url=args.clickhouse, database=f"bench_{tag}"),
+        sink=SinkSettings(
+            batch_rows=args.batch_rows,
+            batch_seconds=1.0,
+            group_id=f"bench-{tag}",
+            insert_threads=args.insert_threads,
+            metrics_port=0,
+        ),
+    )
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=args.bootstrap)
+    topics = [settings.kafka.topic(t) for t in ("reviews.accepted", "ledger.events", "alerts", "deadletter")]
+    admin.create_topics([NewTopic(t, args.partitions, 1) for t in topics])
+    client = connect(settings.clickhouse)
+    migrate(client, Target(settings.clickhouse.database))
+    try:
+        produced_s = produce(settings, args.n)
+        print(
+            f"produced {args.n:,} reviews in {produced_s:.1f}s ({args.n / produced_s:,.0f}/s; not the figure)"
+        )
+        metrics = SinkMetrics(CollectorRegistry())
+        writer = SinkWriter(settings, metrics=metrics)
+        table = f"{settings.clickhouse.database}.reviews"
+        t0 = time.perf_counter()
+        with WriterThread(writer):
+            while writer.rows_written.get(table, 0) < args.n:
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - t0
+        in_ch = int(client.query(f"SELECT count() FROM {table}").result_rows[0][0])
+        rollup = int(
+            client.query(
+                f"SELECT sum(n1+n2+n3+n4+n5+f1+f2+f3+f4+f5) FROM {settings.clickhouse.database}.satisfaction_minute"
+            ).result_rows[0][0]
+        )
+        samples = [
+            s
+            for m in metrics.batch_seconds.collect()
+            for s in m.samples
+            if s.name.endswith("_bucket") and s.labels["table"] == table
+        ]
+        total = max((s.value for s in samples), default=0)
+
+        def quantile(q: float) -> str:
+            for s in samples:
+                if s.value >= q * total:
+                    return s.labels["le"]
+            return "?"
+
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"reviews into ClickHouse: {args.n:,} in {elapsed:.2f}s = {args.n / elapsed:,.0f} reviews/s")
+        print(f"rows in reviews: {in_ch:,}; in the minute rollup: {rollup:,}")
+        print(f"batches: {int(total)}; insert latency p50 <= {quantile(0.5)} s, p99 <= {quantile(0.99)} s")
+        print(f"peak RSS of the writer process: {rss_mb:,.0f} MB")
+    finally:
+        client.command(f"DROP DATABASE IF EXISTS {settings.clickhouse.database} SYNC")
+        client.close()
+        admin.delete_topics(topics)
+        admin.close()
+
+
+if __name__ == "__main__":
+    main()
