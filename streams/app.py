@@ -26,8 +26,7 @@ from datetime import datetime
 from typing import Any
 
 import faust
-import orjson
-from faust.types import TP, EventT
+from faust.types import EventT
 
 from haochaping.domain.contract import BEIJING
 from haochaping.settings import Settings
@@ -226,13 +225,3 @@ def _record_metrics(agent: str, result: BatchResult, n: int, seconds: float) -> 
             metrics.TICKETS_OPENED.labels(detail).inc(count)
         elif kind == "event":
             metrics.LEDGER_EVENTS.labels(detail).inc(count)
-
-
-def owned_partitions(app: faust.App, topic: str) -> set[int]:
-    return {
-        tp.partition for tp in app.assignor.assigned_actives() if isinstance(tp, TP) and tp.topic == topic
-    }
-
-
-def dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
