@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-# Property tests check rules, not speed: a 2-core CI box under load must not fail them on a deadline.
-hypothesis_settings.register_profile("haochaping", deadline=None, print_blob=True)
-hypothesis_settings.load_profile("haochaping")
-
 from haochaping.settings import ClickHouseSettings, KafkaSettings, Settings, StreamsSettings
 from haochaping.stack.clickhouse import ClickHouseServer
 from haochaping.stack.kafka import KafkaBroker
+
+# Property tests check rules, not speed: a 2-core CI box under load must not fail them on a deadline.
+hypothesis_settings.register_profile("haochaping", deadline=None, print_blob=True)
+hypothesis_settings.load_profile("haochaping")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TEST_VAR_DIR = REPO_ROOT / "var" / "test"
