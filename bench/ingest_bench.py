@@ -191,11 +191,11 @@ def main() -> None:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                     break
-            except OSError:
+            except OSError as exc:
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(
                         f"ingest did not start: {server.stderr.read().decode() if server.stderr else ''}"
-                    )
+                    ) from exc
                 time.sleep(0.2)
 
         def one(n: int) -> bytes:

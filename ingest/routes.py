@@ -34,13 +34,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def sender(request: Request) -> Principal:
+# Dependencies are async on purpose: FastAPI runs a plain `def` dependency in a thread pool, a thread
+# hop per request that cost more than the rest of the route.
+async def sender(request: Request) -> Principal:
     # Set by the signature middleware, which refuses unsigned /v1 requests before any route runs.
     principal: Principal = request.scope["state"]["principal"]
     return principal
 
 
-def intake(request: Request) -> Intake:
+async def intake(request: Request) -> Intake:
     value: Intake = request.app.state.intake
     return value
 
