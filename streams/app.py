@@ -40,6 +40,7 @@ from streams.batch import (
     Incoming,
 )
 from streams.state import last_event_per_partition, write_per_partition
+from streams.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,9 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         app_id,
-        broker=[f"kafka://{host}" for host in kafka.bootstrap_servers.split(",")],
+        # Faust's aiokafka driver with the per-record consumer overhead removed and
+        # fetch_max_wait_ms applied (streams/transport.py).
+        broker=[f"{SCHEME}://{host}" for host in kafka.bootstrap_servers.split(",")],
         broker_client_id=f"{kafka.client_id}-streams",
         store=s.store,
         datadir=str(datadir),
@@ -107,6 +110,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
     names = {logical: kafka.topic(logical) for logical in _LOGICAL}
     logical_of = {real: logical for logical, real in names.items()}
     app.conf.haochaping_topics = names  # type: ignore[attr-defined]
+    setattr(app.conf, FETCH_MAX_WAIT_ATTR, s.fetch_max_wait_ms)
 
     def source(*logical: str) -> faust.TopicT:
         return app.topic(*(names[n] for n in logical), key_type=bytes, value_type=bytes)
@@ -176,11 +180,10 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             return
         now = datetime.now(BEIJING)
         ledger_stage = stages_().ledger
-        pending = []
-        for key, value in list(tickets.items()):
-            tick = ledger_stage.tick_for(value, now, owned)
-            if tick is not None:
-                pending.append(await app.producer.send(names[LEDGER_INTAKE], key, tick, None, None, None))
+        pending = [
+            await app.producer.send(names[LEDGER_INTAKE], key, tick, None, None, None)
+            for key, tick in ledger_stage.ticks_due(list(tickets.items()), now, owned)
+        ]
         if pending:
             await asyncio.gather(*pending)
             metrics.EVENTS_OUT.labels(LEDGER_INTAKE).inc(len(pending))

@@ -18,7 +18,7 @@ ticket near its deadline (预警) and an overdue one (escalated one colour).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -78,6 +78,7 @@ class LedgerStage:
     def __init__(self, calendar: WorkCalendar, policy: DeadlinePolicy) -> None:
         self.calendar = calendar
         self.policy = policy
+        self._decoded: dict[bytes, _State] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, config: DomainConfig) -> LedgerStage:
@@ -182,9 +183,35 @@ class LedgerStage:
 
     # -- deadlines -------------------------------------------------------------------------------
 
+    def ticks_due(
+        self, items: Iterable[tuple[bytes, bytes]], now: datetime, owned: Collection[int]
+    ) -> list[tuple[bytes, bytes]]:
+        """``(ticket key, DeadlineTick)`` for every stored ticket owned here that has a check due.
+
+        The scan runs every few seconds over the whole table; decoding every stored ticket each time
+        cost more than the checks. A value that has not changed since the last scan is the same bytes
+        object in the table, so its decoded state is kept from one scan to the next (and only those
+        of this scan are kept, so the cache never outgrows the table).
+        """
+        decoded: dict[bytes, _State] = {}
+        out: list[tuple[bytes, bytes]] = []
+        previous = self._decoded
+        for key, raw in items:
+            state = previous.get(raw)
+            if state is None:
+                state = _State.decode(raw)
+            decoded[raw] = state
+            tick = self._tick(state, now, owned)
+            if tick is not None:
+                out.append((key, tick))
+        self._decoded = decoded
+        return out
+
     def tick_for(self, raw: bytes, now: datetime, owned: Collection[int]) -> bytes | None:
         """A DeadlineTick for the ticket stored as ``raw`` if it is owned here and a check is due."""
-        state = _State.decode(raw)
+        return self._tick(_State.decode(raw), now, owned)
+
+    def _tick(self, state: _State, now: datetime, owned: Collection[int]) -> bytes | None:
         if state.partition not in owned:
             return None
         if not check_deadlines(state.ticket, now, self.calendar, self.policy):
