@@ -38,8 +38,11 @@ log = logging.getLogger(__name__)
 class SignedRequests:
     """ASGI middleware for /v1: read the body (bounded), check its type, verify the signature."""
 
-    def __init__(self, app: ASGIApp, verifier: Verifier, metrics: IngestMetrics, max_body: int) -> None:
+    def __init__(
+        self, app: ASGIApp, verifier: Verifier, metrics: IngestMetrics, max_body: int, paths: frozenset[str]
+    ) -> None:
         self.app = app
+        self.paths = paths  # known endpoints: any other path is labelled "other" (bounded metric labels)
         self.verifier = verifier
         self.metrics = metrics
         self.max_body = max_body
@@ -159,6 +162,7 @@ def create_app(settings: Settings, producer: EventProducer | None = None) -> Fas
         verifier=Verifier(settings.ingest.sender_keys, settings.ingest.max_clock_skew_seconds),
         metrics=metrics,
         max_body=settings.ingest.max_body_bytes,
+        paths=frozenset(getattr(route, "path", "") for route in router.routes),
     )
 
     @app.get("/healthz", include_in_schema=False)

@@ -88,7 +88,7 @@ class Verifier:
         self._skew = max_skew_seconds
         self._wall_clock = wall_clock
         # A timestamp is valid for 2 × skew (from now - skew to now + skew): keep nonces that long.
-        self._nonces = nonces or NonceCache(2 * max_skew_seconds + 1)
+        self._nonces = nonces if nonces is not None else NonceCache(2 * max_skew_seconds + 1)
 
     def verify(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> Principal:
         """``headers`` with lower-case names. Raise :class:`AuthFailure` naming the failed check."""

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import ValidationError
 
-from haochaping.domain.problems import Problem, json_pointer, problems_from_validation
+from haochaping.domain.problems import PATTERN_HINTS, Problem, json_pointer, problems_from_validation
 from ingest.payloads import IDENTITY_FIELDS
 
 
@@ -73,8 +73,6 @@ async def request_validation_handler(request: Request, exc: Exception) -> JSONRe
         elif kind == "extra_forbidden":
             message = f"{message}: this field is not part of the contract; remove it (see the OpenAPI spec)"
         elif kind == "string_pattern_mismatch":
-            from haochaping.domain.problems import PATTERN_HINTS
-
             pattern = (item.get("ctx") or {}).get("pattern")
             message = f"expected {PATTERN_HINTS[pattern]}" if pattern in PATTERN_HINTS else message
         elif kind == "timezone_aware":

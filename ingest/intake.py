@@ -8,6 +8,7 @@ one partition.
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -269,8 +270,6 @@ class Intake:
 
 
 def _short_hash(*parts: str) -> str:
-    import hashlib
-
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 

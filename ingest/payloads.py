@@ -14,7 +14,6 @@ from pydantic.fields import FieldInfo
 
 from haochaping.domain.contract import (
     Code,
-    FreeText,
     Name,
     RegionCode,
     Review,
@@ -69,6 +68,13 @@ WorkOrderIn = _input_model(
     "A 12345 work order; a later version of the same order_id replaces the earlier one.",
     caller_phone=(Phone | None, _phone),
     caller_id_number=(IdNumber | None, _id_number),
+    # Bounded so that every consumer's JSON reader (and orjson, 64-bit) can carry it exactly.
+    version=(
+        int,
+        Field(
+            default=1, ge=1, le=2**53 - 1, description="Revision of the order; (order_id, version) is unique."
+        ),
+    ),
 )
 CallbackIn = _input_model(
     "CallbackIn", WorkOrderCallback, "The citizen's answer on the 12345 call-back (回访) of a work order."
@@ -120,7 +126,6 @@ class SmsReplyIn(_Input):
 __all__ = [
     "IDENTITY_FIELDS",
     "CallbackIn",
-    "FreeText",
     "ReviewBatchIn",
     "ReviewIn",
     "SmsInvitationIn",

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from haochaping.settings import Settings
 
@@ -63,6 +63,7 @@ class EventProducer:
         self._known_topics: set[str] = set()
         self._on_error = on_error or (lambda topic, error: None)
         self._closed = False
+        self._retry_connect_at = 0.0
 
     def _config(self) -> dict[str, Any]:
         ingest = self._settings.ingest
@@ -93,21 +94,39 @@ class EventProducer:
     async def _ensure(self) -> Any:
         if self._producer is not None:
             return self._producer
-        async with self._connect_lock:
+        # Requests wait for a connect in progress at most one connect timeout, and right after a failed
+        # one they get their 503 at once: never N requests queued behind N connect timeouts.
+        if time.monotonic() < self._retry_connect_at:
+            self._not_connected()
+        timeout = self._settings.ingest.connect_timeout_seconds
+        try:
+            await asyncio.wait_for(self._connect_lock.acquire(), timeout=timeout)
+        except TimeoutError:
+            self._not_connected()
+        try:
             if self._producer is None:
                 if self._closed:
                     raise BrokerUnavailable("ingest is shutting down")
+                if time.monotonic() < self._retry_connect_at:
+                    self._not_connected()
                 from kafka import KafkaProducer
 
                 try:
                     self._producer = await asyncio.to_thread(KafkaProducer, **self._config())
                 except Exception as exc:
+                    self._retry_connect_at = time.monotonic() + 1.0
                     self._on_error("-", type(exc).__name__)
                     log.warning(
                         "cannot connect to Kafka at %s: %s", self._settings.kafka.bootstrap_servers, exc
                     )
                     raise BrokerUnavailable("cannot connect to Kafka", type(exc).__name__) from exc
+        finally:
+            self._connect_lock.release()
         return self._producer
+
+    def _not_connected(self) -> NoReturn:
+        self._on_error("-", "NotConnected")
+        raise BrokerUnavailable("cannot connect to Kafka (trying again shortly)", "NotConnected")
 
     async def _ensure_topic(self, producer: Any, topic: str) -> None:
         if topic in self._known_topics:
