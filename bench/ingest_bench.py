@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import socket
 import statistics
 import subprocess
@@ -242,6 +243,10 @@ def main() -> None:
         server.wait(30)
         if broker is not None:
             broker.stop()
+            # Keep the jars (libs/) for the next run; the broker's data and logs were this run's only.
+            shutil.rmtree(broker.data_dir, ignore_errors=True)
+            broker.config_file.unlink(missing_ok=True)
+            broker.log_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
