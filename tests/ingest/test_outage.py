@@ -58,6 +58,7 @@ def own_broker() -> Iterator[KafkaBroker]:
         broker.stop()
         shutil.rmtree(broker.data_dir, ignore_errors=True)
         broker.config_file.unlink(missing_ok=True)
+        broker.log_file.unlink(missing_ok=True)
 
 
 def _read_all(settings: Settings, expected: int, timeout: float) -> list[Any]:
