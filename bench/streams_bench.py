@@ -139,6 +139,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a streams setting for the worker, e.g. --set batch_within_seconds=0.1 (repeatable)",
+    )
     args = parser.parse_args()
 
     run = uuid.uuid4().hex[:8]
@@ -165,6 +172,9 @@ def main() -> None:
         HAOCHAPING_STREAMS__BROKER_HEARTBEAT_INTERVAL="1",
         HAOCHAPING_VAR_DIR=f"/tmp/haochaping-bench-{run}",
     )
+    for item in args.set:
+        key, _, value = item.partition("=")
+        env[f"HAOCHAPING_STREAMS__{key.upper()}"] = value
     log = open(f"/tmp/haochaping-bench-{run}.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen(
         [sys.executable, "-m", "haochaping.cli", "worker", "--loglevel", "warning"],

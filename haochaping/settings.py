@@ -89,6 +89,10 @@ class StreamsSettings(BaseModel):
     broker_heartbeat_interval: float = 3.0
     standby_replicas: int = 0
     producer_linger_seconds: float = 0.005
+    # Bytes per partition batch of the producer. aiokafka makes a send wait for a broker round trip
+    # whenever a partition's batch is full, so its 16 KiB default (about 20 reviews) made every batch
+    # of outputs a chain of round trips. Must stay under the broker's message.max.bytes (1 MiB).
+    producer_max_batch_bytes: int = 512 * 1024
     commit_interval_seconds: float = 1.0
     # How often the ledger looks for tickets whose 预警 or deadline has come.
     deadline_check_seconds: float = 5.0

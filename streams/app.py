@@ -104,6 +104,9 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
         # recovers a partition from its changelog.
         table_standby_replicas=s.standby_replicas,
         producer_linger=s.producer_linger_seconds,
+        producer_max_batch_size=s.producer_max_batch_bytes,
+        # A request carries one batch per partition of every output topic and changelog.
+        producer_max_request_size=max(4 * 1024 * 1024, 4 * s.producer_max_batch_bytes),
         broker_commit_interval=s.commit_interval_seconds,
         stream_buffer_maxsize=max(4096, s.batch_size * 2),
     )
@@ -147,7 +150,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
         if pending:
             await asyncio.gather(*pending)
         if table is not None and result.writes:
-            write_per_partition(table, result.writes, last_event_per_partition(events))
+            await write_per_partition(producer, table, result.writes, last_event_per_partition(events))
         for ev in events:
             await stream.ack(ev)
         _record_metrics(agent, result, len(events), time.perf_counter() - started)

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from haochaping.domain.ledger import ticket_id_for
 from pydantic import TypeAdapter, ValidationError
 
 from haochaping.domain.contract import WorkOrder, WorkOrderCallback
+from haochaping.domain.ledger import ticket_id_for
 from haochaping.domain.records import Actor, CommandAction, LedgerCommand, LedgerIntake, Role
 from haochaping.domain.triage import Triage, TriageRules
 from streams.batch import LEDGER_COMMANDS, LEDGER_INTAKE, BatchResult, Incoming, describe_json_error
