@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from haochaping.settings import KafkaSettings
@@ -41,7 +42,9 @@ def topic_names(settings: KafkaSettings) -> dict[str, str]:
     return {spec.name: settings.topic(spec.name) for spec in TOPICS}
 
 
-def ensure_topics(settings: KafkaSettings, *, timeout_s: float = 30.0) -> list[str]:
+def ensure_topics(
+    settings: KafkaSettings, *, specs: Iterable[TopicSpec] = TOPICS, timeout_s: float = 30.0
+) -> list[str]:
     """Create the missing topics with the configured partition count; return the names created."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
@@ -60,7 +63,7 @@ def ensure_topics(settings: KafkaSettings, *, timeout_s: float = 30.0) -> list[s
                 replication_factor=settings.replication_factor,
                 topic_configs=spec.config,
             )
-            for spec in TOPICS
+            for spec in specs
             if settings.topic(spec.name) not in existing
         ]
         created: list[str] = []

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from haochaping.settings import Settings
+from haochaping.topics import TopicSpec, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -31,32 +32,14 @@ def invitation_topic(settings: Settings) -> str:
 
 def ensure_invitation_topic(settings: Settings, timeout_s: float = 30.0) -> bool:
     """Create the compacted topic if it is missing; True if it was created."""
-    from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        client_id=f"{settings.kafka.client_id}-ingest-admin",
-        request_timeout_ms=int(timeout_s * 1000),
+    retention_ms = settings.ingest.invitation_ttl_days * 24 * 3600 * 1000
+    spec = TopicSpec(
+        TOPIC,
+        "invitation reference",
+        "SMS invitations (reference -> case), compacted, kept for the invitation TTL",
+        {"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
     )
-    try:
-        name = invitation_topic(settings)
-        if name in set(admin.list_topics()):
-            return False
-        retention_ms = settings.ingest.invitation_ttl_days * 24 * 3600 * 1000
-        topic = NewTopic(
-            name,
-            num_partitions=settings.kafka.partitions,
-            replication_factor=settings.kafka.replication_factor,
-            topic_configs={"cleanup.policy": "compact,delete", "retention.ms": str(retention_ms)},
-        )
-        try:
-            admin.create_topics([topic], timeout_ms=int(timeout_s * 1000))
-        except TopicAlreadyExistsError:
-            return False
-        return True
-    finally:
-        admin.close()
+    return bool(ensure_topics(settings.kafka, specs=[spec], timeout_s=timeout_s))
 
 
 class InvitationRegistry:

@@ -37,7 +37,7 @@ PATTERN_HINTS = {
 }
 
 _HINTS = {
-    "missing": "this field is required",
+    "missing": "add it (see the JSON Schema: haochaping schema)",
     "extra_forbidden": "this field is not part of the contract; remove it (see the JSON Schema)",
     "timezone_aware": "give a UTC offset, e.g. 2026-11-25T09:30:00+08:00",
 }
