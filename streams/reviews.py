@@ -37,9 +37,9 @@ from pydantic import TypeAdapter, ValidationError
 
 from haochaping.domain.config import DomainConfig
 from haochaping.domain.contract import BEIJING, Review
-from haochaping.domain.fraud import FraudDetector
+from haochaping.domain.fraud import FraudDetector, FraudFlag
 from haochaping.domain.ledger import ticket_id_for
-from haochaping.domain.records import AcceptedReview, Alert, AlertKind, LedgerIntake
+from haochaping.domain.records import Alert, AlertKind, LedgerIntake
 from haochaping.domain.satisfaction import SpikeDetector
 from haochaping.domain.triage import RepeatTracker, Triage, TriageRules, repeat_keys
 from streams.batch import (
@@ -52,7 +52,7 @@ from streams.batch import (
     describe_json_error,
 )
 
-_ACCEPTED = TypeAdapter(AcceptedReview)
+_REVIEW = TypeAdapter(Review)
 _INTAKE = TypeAdapter(LedgerIntake)
 _ALERT = TypeAdapter(Alert)
 
@@ -61,6 +61,16 @@ Lookup = Callable[[bytes], bytes | None]
 
 def dedup_table_key(review: Review) -> bytes:
     return f"{review.unit_code}|{review.dedup_key}".encode()
+
+
+def accepted_json(review: Review, flags: Sequence[FraudFlag]) -> bytes:
+    """The ``reviews.accepted`` value: the review's JSON with its fraud flags, as AcceptedReview dumps it.
+
+    Spliced rather than built through ``AcceptedReview``: copying the review's two dozen fields into
+    a new model cost more than validating the review in the first place (a third of the stage).
+    """
+    body = _REVIEW.dump_json(review)
+    return body[:-1] + b',"fraud_flags":' + orjson.dumps(flags) + b"}"
 
 
 def _first_rating_key(review: Review) -> bytes:
@@ -132,8 +142,7 @@ class ReviewStage:
             result.write(record.partition, key, value)
 
             flags = self.fraud.observe(review)
-            accepted = AcceptedReview.model_construct(**dict(review), fraud_flags=flags)
-            result.emit(REVIEWS_ACCEPTED, review.unit_code, _ACCEPTED.dump_json(accepted))
+            result.emit(REVIEWS_ACCEPTED, review.unit_code, accepted_json(review, flags))
             result.counts["accepted"] += 1
             if flags:
                 result.counts["fraud_flagged"] += 1

@@ -6,8 +6,12 @@ import base64
 from typing import Any
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
+from haochaping.domain.contract import Review
 from haochaping.domain.ledger import ticket_id_for
+from haochaping.domain.records import AcceptedReview, FraudFlag
 from haochaping.domain.triage import TriageRules
 from streams.batch import (
     DEADLETTER,
@@ -17,7 +21,7 @@ from streams.batch import (
     SATISFACTION_MINUTE,
     BatchResult,
 )
-from streams.reviews import ReviewStage
+from streams.reviews import ReviewStage, accepted_json
 from tests.streams.conftest import incoming, review_bytes
 
 
@@ -142,3 +146,16 @@ def test_a_burst_of_top_ratings_from_one_device_is_flagged_and_counted_apart() -
     [minute] = out(result, SATISFACTION_MINUTE)
     assert minute["counts"][4] + minute["fraud_counts"][4] == 12
     assert minute["fraud_counts"][4] == len(flagged)
+
+
+@given(
+    flags=st.lists(st.sampled_from(list(FraudFlag)), unique=True, max_size=3),
+    text=st.one_of(st.none(), st.text(max_size=20)),
+    follow_up=st.booleans(),
+)
+def test_the_accepted_record_is_exactly_what_accepted_review_gives(
+    flags: list[FraudFlag], text: str | None, follow_up: bool
+) -> None:
+    review = Review.model_validate_json(review_bytes(text=text, follow_up=follow_up))
+    expected = AcceptedReview(**dict(review), fraud_flags=tuple(flags))
+    assert AcceptedReview.model_validate_json(accepted_json(review, tuple(flags))) == expected
