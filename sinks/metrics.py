@@ -34,6 +34,13 @@ class SinkMetrics:
             ["table", "reason"],
             registry=registry,
         )
+        self.repeats = Counter(
+            "haochaping_sink_repeats_dropped",
+            "Records left out because ClickHouse held their id already or the batch held it twice "
+            "(the stream's at-least-once redelivery).",
+            ["table"],
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "haochaping_sink_dead_letters",
             "Records ClickHouse refused as data, sent to the dead-letter topic.",

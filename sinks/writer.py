@@ -37,6 +37,7 @@ from haochaping.settings import Settings
 from sinks.batches import Batch, PartitionBuffer, decode_intent, encode_intent
 from sinks.clickhouse import ClientPerThread, insert_json_rows, is_data_error
 from sinks.metrics import SinkMetrics
+from sinks.repeats import new_positions
 from sinks.schema import TABLE_OF_TOPIC
 
 log = logging.getLogger(__name__)
@@ -337,7 +338,10 @@ class SinkWriter:
         started = time.perf_counter()
         try:
             client = self._clients.get()
-            rejected = self._insert_or_split(client, table, batch, 0, len(batch), batch.token)
+            fresh, repeats = self._without_repeats(client, table, batch)
+            rejected = (
+                self._insert_or_split(client, table, fresh, 0, len(fresh), fresh.token) if len(fresh) else []
+            )
         except Exception as exc:
             from clickhouse_connect.driver.exceptions import OperationalError
 
@@ -345,13 +349,45 @@ class SinkWriter:
             self.metrics.retries.labels(table, reason).inc()
             self._clients.drop()
             return _Outcome(batch, error=exc)
-        rows = len(batch) - len(rejected)
+        rows = len(fresh) - len(rejected)
+        if repeats:
+            self.metrics.repeats.labels(table).inc(repeats)
         self.metrics.batch_seconds.labels(table).observe(time.perf_counter() - started)
         self.metrics.batch_rows.labels(table).observe(rows)
         self.metrics.rows.labels(table).inc(rows)
         with _counter_lock:
             self.rows_written[table] = self.rows_written.get(table, 0) + rows
         return _Outcome(batch, rejected=tuple(rejected))
+
+    def _without_repeats(self, client: Any, table: str, batch: Batch) -> tuple[Batch, int]:
+        """The batch less the records ClickHouse holds already and the later copies within it.
+
+        It keeps its offsets range, so its deduplication token stays what it was: a redo after a crash
+        between insert and commit finds its rows in ClickHouse and inserts nothing, and a redo racing
+        the first attempt's insert still on the wire carries the same token, which ClickHouse drops.
+        """
+        keep, repeats = new_positions(client, table, batch.values)
+        if not repeats:
+            return batch, 0
+        log.info(
+            "%s[%d] %d..%d: %d record(s) already written, left out",
+            batch.topic,
+            batch.partition,
+            batch.start,
+            batch.last,
+            repeats,
+        )
+        return (
+            Batch(
+                batch.topic,
+                batch.partition,
+                batch.start,
+                batch.last,
+                tuple(batch.offsets[i] for i in keep),
+                tuple(batch.values[i] for i in keep),
+            ),
+            repeats,
+        )
 
     def _insert_or_split(
         self, client: Any, table: str, batch: Batch, lo: int, hi: int, token: str
