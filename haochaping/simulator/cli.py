@@ -37,6 +37,9 @@ def register(app: typer.Typer) -> None:
         late_sms: float = typer.Option(0.15, help="Share of SMS replies delivered late."),
         offline: float = typer.Option(0.002, help="Chance per device rating that the device goes offline."),
         quiet: bool = typer.Option(False, help="No progress display; one summary line at the end."),
+        retry_for: float = typer.Option(
+            300.0, help="Seconds a request is retried while ingest or Kafka is down before it is given up."
+        ),
     ) -> None:
         """Send a simulated city's ratings, 12345 work orders and SMS replies to ingest, signed."""
         from haochaping.settings import Settings
@@ -70,6 +73,7 @@ def register(app: typer.Typer) -> None:
             late_sms=late_sms,
             offline=offline,
             progress=not quiet,
+            retry_for=retry_for,
         )
         try:
             stats = simulate_blocking(options)

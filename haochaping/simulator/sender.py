@@ -63,6 +63,7 @@ class SendStats:
     failed: int = 0  # gave up after retry_for
     in_flight: int = 0
     statuses: Counter[int] = field(default_factory=Counter)
+    last_retry: str | None = None  # why the last retry was needed: shown while ingest or Kafka is down
     request_seconds: list[float] = field(default_factory=list)
     findings: list[str] = field(default_factory=list)
 
@@ -201,6 +202,7 @@ class Sender:
                         )
                         return
                     self.stats.retries += 1
+                    self.stats.last_retry = problem or f"HTTP {status}: {_short(answer, 200)}"
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue

@@ -7,6 +7,7 @@ must not disturb other tests running at the same time.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import time
 import uuid
@@ -162,6 +163,8 @@ class Pipeline:
                 "--concurrency",
                 "64",
                 "--quiet",
+                "--retry-for",
+                "120",
             ],
         )
         self.simulator.start()
@@ -178,6 +181,9 @@ class Pipeline:
                 service.stop()
         self.broker.stop()
         self.clickhouse.stop()
+        # The servers' data is big and of no use after the drill; the logs and the truth stay.
+        for data in (self.var_dir / "kafka", self.var_dir / "clickhouse", self.var_dir / "streams"):
+            shutil.rmtree(data, ignore_errors=True)
 
     # -- what the store holds -------------------------------------------------------------------
 
