@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -21,9 +21,6 @@ from haochaping.domain.contract import BEIJING, Channel, Level
 from haochaping.domain.records import Colour, LedgerEvent, Ticket, TicketStatus
 
 REVIEWS = "reviews"
-# Official (n1..n5) and fraud-flagged (f1..f5) counts per Beijing minute and dimension, fed by a
-# materialized view from reviews: a range on whole minutes is answered from here, far faster.
-ROLLUP = "satisfaction_minute"
 TICKETS = "tickets"
 TICKET_EVENTS = "ticket_events"
 TZ = "Asia/Shanghai"
@@ -141,27 +138,9 @@ class ReviewFilter:
     # Fraud-flagged ratings are kept but left out of official figures unless asked for.
     include_flagged: bool = False
 
-    @property
-    def on_whole_minutes(self) -> bool:
-        return all(t.second == 0 and t.microsecond == 0 for t in (self.since, self.until))
-
-    def source(self) -> tuple[str, str, str]:
-        """(table, time column, counts SQL) that answer this filter exactly."""
-        if self.on_whole_minutes:
-            counts = ", ".join(
-                f"sum(n{s}{f' + f{s}' if self.include_flagged else ''}) AS c{s}" for s in range(1, 6)
-            )
-            return ROLLUP, "minute", counts
-        flagged = "" if self.include_flagged else " AND empty(fraud_flags)"
-        return REVIEWS, "rated_at", ", ".join(f"countIf(stars = {s}{flagged}) AS c{s}" for s in range(1, 6))
-
-    def where(self) -> tuple[str, dict[str, Any]]:
-        _, time_column, _ = self.source()
-        clauses = [
-            f"{time_column} >= {{since:DateTime64(3)}}",
-            f"{time_column} < {{until:DateTime64(3)}}",
-        ]
-        params: dict[str, Any] = {"since": self.since, "until": self.until}
+    def dimension_clauses(self) -> tuple[list[str], dict[str, Any]]:
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
         for column in ("unit_code", "region_code", "hall_id", "window_id", "staff_id", "item_code"):
             value = getattr(self, column)
             if value is not None:
@@ -170,7 +149,147 @@ class ReviewFilter:
         if self.channel is not None:
             clauses.append("channel = {channel:String}")
             params["channel"] = self.channel.value
-        return " AND ".join(clauses), params
+        return clauses, params
+
+
+# --- where the figures come from
+#
+# Four stores hold the same counts (sinks/schema.py): ``reviews`` (raw), and the rollups per minute,
+# hour and day, each with every dimension a filter may name. A range is cut into pieces each answered
+# by the coarsest store whose buckets it covers whole: for 03-01 10:17:30 .. 03-31 09:00, the half
+# minute to 10:18 from reviews, to 11:00 from minutes, to midnight from hours, 30 days from days, and
+# so on down to the end. The pieces do not overlap and every bucket lies wholly inside its piece,
+# so the sum over the pieces is the exact figure, the same as counting the raw rows.
+
+
+class Store(enum.IntEnum):
+    """Where counts are read, finest first."""
+
+    RAW = 0
+    MINUTE = 1
+    HOUR = 2
+    DAY = 3
+
+
+_STORE_TABLE = {
+    Store.RAW: REVIEWS,
+    Store.MINUTE: "satisfaction_minute",
+    Store.HOUR: "satisfaction_hourly",
+    Store.DAY: "satisfaction_daily",
+}
+_STORE_TIME = {Store.RAW: "rated_at", Store.MINUTE: "minute", Store.HOUR: "hour", Store.DAY: "day"}
+# The coarsest store a series at this granularity may read: a bucket must not straddle a series point.
+_COARSEST_FOR = {
+    None: Store.DAY,
+    Granularity.MINUTE: Store.MINUTE,
+    Granularity.HOUR: Store.HOUR,
+    Granularity.DAY: Store.DAY,
+    Granularity.MONTH: Store.DAY,
+}
+
+
+@dataclass(frozen=True)
+class Piece:
+    store: Store
+    since: datetime
+    until: datetime
+
+
+def _floor(t: datetime, store: Store) -> datetime:
+    t = t.astimezone(BEIJING)
+    if store is Store.DAY:
+        return t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if store is Store.HOUR:
+        return t.replace(minute=0, second=0, microsecond=0)
+    return t.replace(second=0, microsecond=0)
+
+
+def _ceil(t: datetime, store: Store) -> datetime:
+    down = _floor(t, store)
+    if down == t:
+        return down
+    # Beijing keeps no summer time: a day is always 24 hours.
+    step = {Store.DAY: timedelta(days=1), Store.HOUR: timedelta(hours=1)}.get(store, timedelta(minutes=1))
+    return down + step
+
+
+def plan(since: datetime, until: datetime, granularity: Granularity | None = None) -> list[Piece]:
+    """Cut ``[since, until)`` into pieces, each for the coarsest store whose buckets it covers whole."""
+    stores = [s for s in (Store.DAY, Store.HOUR, Store.MINUTE) if s <= _COARSEST_FOR[granularity]]
+
+    def cut(a: datetime, b: datetime, levels: list[Store]) -> list[Piece]:
+        if a >= b:
+            return []
+        if not levels:
+            return [Piece(Store.RAW, a, b)]
+        store, finer = levels[0], levels[1:]
+        lo, hi = _ceil(a, store), _floor(b, store)
+        if lo >= hi:
+            return cut(a, b, finer)
+        return [*cut(a, lo, finer), Piece(store, lo, hi), *cut(hi, b, finer)]
+
+    return cut(since.astimezone(BEIJING), until.astimezone(BEIJING), stores)
+
+
+def _counts_sql(store: Store, include_flagged: bool) -> str:
+    if store is Store.RAW:
+        flagged = "" if include_flagged else " AND empty(fraud_flags)"
+        return ", ".join(f"countIf(stars = {s}{flagged}) AS c{s}" for s in range(1, 6))
+    return ", ".join(f"sum(n{s}{f' + f{s}' if include_flagged else ''}) AS c{s}" for s in range(1, 6))
+
+
+def _bucket_sql(store: Store, granularity: Granularity) -> str:
+    if store is Store.DAY:
+        day = "day" if granularity is Granularity.DAY else "toStartOfMonth(day)"
+        return f"toDateTime({day}, '{TZ}')"
+    return _BUCKET[granularity].format(t=_STORE_TIME[store])
+
+
+def counts_query(
+    flt: ReviewFilter,
+    *,
+    select: str = "",
+    group_by: str = "",
+    granularity: Granularity | None = None,
+    extra_where: str = "",
+) -> tuple[str, dict[str, Any]]:
+    """``SELECT {select}, c1, .., c5`` over the filter's range, summed over the pieces of its plan.
+
+    ``select`` names the grouping columns as they are called in every store (e.g. ``unit_code AS key``)
+    and ``group_by`` their aliases; with a granularity, ``bucket`` is added in front of both.
+    """
+    dims, params = flt.dimension_clauses()
+    if extra_where:
+        dims.append(extra_where)
+    pieces = plan(flt.since, flt.until, granularity)
+    parts = []
+    for n, piece in enumerate(pieces):
+        column = _STORE_TIME[piece.store]
+        if piece.store is Store.DAY:
+            params[f"s{n}"], params[f"u{n}"] = piece.since.date(), piece.until.date()
+            when = [f"{column} >= {{s{n}:Date}}", f"{column} < {{u{n}:Date}}"]
+        else:
+            params[f"s{n}"], params[f"u{n}"] = piece.since, piece.until
+            when = [f"{column} >= {{s{n}:DateTime64(3)}}", f"{column} < {{u{n}:DateTime64(3)}}"]
+        heads = [h for h in (select,) if h]
+        if granularity is not None:
+            heads.insert(0, f"{_bucket_sql(piece.store, granularity)} AS bucket")
+        keys = ", ".join(
+            [*(["bucket"] if granularity is not None else []), *([group_by] if group_by else [])]
+        )
+        parts.append(
+            f"SELECT {', '.join([*heads, _counts_sql(piece.store, flt.include_flagged)])}"
+            f" FROM {_STORE_TABLE[piece.store]} WHERE {' AND '.join(when + dims)}"
+            + (f" GROUP BY {keys}" if keys else "")
+        )
+    outer_keys = ", ".join(
+        [*(["bucket"] if granularity is not None else []), *([group_by] if group_by else [])]
+    )
+    sums = ", ".join(f"sum(c{s}) AS c{s}" for s in range(1, 6))
+    sql = f"SELECT {outer_keys + ', ' if outer_keys else ''}{sums} FROM ({' UNION ALL '.join(parts)})" + (
+        f" GROUP BY {outer_keys}" if outer_keys else ""
+    )
+    return sql, params
 
 
 def _counts(row: Sequence[Any]) -> tuple[int, int, int, int, int]:
@@ -178,9 +297,8 @@ def _counts(row: Sequence[Any]) -> tuple[int, int, int, int, int]:
 
 
 def satisfaction(client: Any, flt: ReviewFilter) -> Figures:
-    table, _, counts = flt.source()
-    where, params = flt.where()
-    row = client.query(f"SELECT {counts} FROM {table} WHERE {where}", parameters=params).result_rows[0]
+    sql, params = counts_query(flt)
+    row = client.query(sql, parameters=params).result_rows[0]
     return Figures(_counts(row))
 
 
@@ -191,11 +309,8 @@ class SeriesPoint:
 
 
 def satisfaction_series(client: Any, flt: ReviewFilter, granularity: Granularity) -> list[SeriesPoint]:
-    table, time_column, counts = flt.source()
-    where, params = flt.where()
-    bucket = _BUCKET[granularity].format(t=time_column)
-    sql = f"SELECT {bucket} AS bucket, {counts} FROM {table} WHERE {where} GROUP BY bucket ORDER BY bucket"
-    rows = client.query(sql, parameters=params).result_rows
+    sql, params = counts_query(flt, granularity=granularity)
+    rows = client.query(sql + " ORDER BY bucket", parameters=params).result_rows
     return [SeriesPoint(_beijing(r[0]), Figures(_counts(r[1:]))) for r in rows]
 
 
@@ -218,20 +333,18 @@ def ranking(
     limit: int,
 ) -> list[RankRow]:
     column = _DIMENSION_COLUMN[dimension]
-    table, _, counts = flt.source()
-    where, params = flt.where()
+    inner, params = counts_query(
+        flt, select=f"{column} AS key", group_by="key", extra_where=f"{column} != ''"
+    )
     params.update({"min_sample": min_sample, "limit": limit})
-    # The rollup has no unit names: they come from the newest review of each unit, after the ranking.
-    name = "''"
+    # The rollups have no unit names: they come from the newest review of each unit, after the ranking.
     # Worst first: lowest 满意率 / score, highest 差评率 (the 蜗牛奖 list). Ties go by sample size so
     # a bigger body of evidence ranks first, then by key so the order is stable.
     ascending = worst_first != (metric is Metric.BAD_RATE)
     order = "ASC" if ascending else "DESC"
     sql = (
-        f"SELECT key, name, c1, c2, c3, c4, c5, {_METRIC_SQL[metric]} AS m FROM ("
-        f" SELECT {column} AS key, {name} AS name, {counts} FROM {table}"
-        f" WHERE {where} AND {column} != '' GROUP BY key"
-        f") WHERE c1 + c2 + c3 + c4 + c5 >= {{min_sample:UInt32}}"
+        f"SELECT key, '' AS name, c1, c2, c3, c4, c5, {_METRIC_SQL[metric]} AS m FROM ({inner})"
+        f" WHERE c1 + c2 + c3 + c4 + c5 >= {{min_sample:UInt32}}"
         f" ORDER BY m {order}, c1 + c2 + c3 + c4 + c5 DESC, key ASC LIMIT {{limit:UInt32}}"
     )
     rows = client.query(sql, parameters=params).result_rows
@@ -436,11 +549,8 @@ def monthly_report(client: Any, month: date, *, unit_code: str | None) -> list[R
     """
     since, until = month_bounds(month)
     flt = ReviewFilter(since=since, until=until, unit_code=unit_code)
-    table, _, counts = flt.source()
-    where, params = flt.where()
-    reviews = client.query(
-        f"SELECT unit_code, '', {counts} FROM {table} WHERE {where} GROUP BY unit_code", parameters=params
-    ).result_rows
+    sql, params = counts_query(flt, select="unit_code", group_by="unit_code")
+    reviews = [(r[0], "", *r[1:]) for r in client.query(sql, parameters=params).result_rows]
     names = unit_names(client, [str(r[0]) for r in reviews])
     reviews = [(code, names.get(code, ""), *rest) for code, _, *rest in reviews]
     tflt = TicketFilter(unit_code=unit_code, opened_since=since, opened_until=until)

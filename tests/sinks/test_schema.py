@@ -14,6 +14,8 @@ def test_cluster_ddl_has_replicated_locals_distributed_fronts_and_local_views() 
     for table in (
         "reviews",
         "satisfaction_minute",
+        "satisfaction_hourly",
+        "satisfaction_daily",
         "ticket_events",
         "tickets",
         "alerts",
@@ -38,7 +40,8 @@ def test_cluster_ddl_has_replicated_locals_distributed_fronts_and_local_views() 
 def test_single_node_ddl_keeps_a_dedup_window_on_every_written_table_and_rollup() -> None:
     ddl = render(Target("haochaping", None, raw_review_ttl_days=400))
     assert "ON CLUSTER" not in ddl and "Distributed" not in ddl
-    assert ddl.count("non_replicated_deduplication_window = 10000") == 5
+    # reviews, ticket events, alerts, and the targets of the views: minute, hour, day rollups and tickets
+    assert ddl.count("non_replicated_deduplication_window = 10000") == 7
     assert "TTL toDateTime(rated_at) + INTERVAL 400 DAY DELETE" in ddl
 
 
@@ -66,6 +69,45 @@ def test_migrations_apply_once_and_the_ttl_follows_the_settings(ch_client, setti
         r[0] for r in ch_client.query(f"SELECT name FROM system.tables WHERE database = '{db}'").result_rows
     }
     assert {"satisfaction_hour", "satisfaction_day", "satisfaction_month", "tickets_mv"} <= views
+    assert {
+        "satisfaction_hourly",
+        "satisfaction_daily",
+        "satisfaction_hourly_mv",
+        "satisfaction_daily_mv",
+    } <= views
+
+
+ROLLUP_SQL = """
+SELECT {bucket} AS b, unit_code, window_id, sum(n1), sum(n2), sum(n3), sum(n4), sum(n5), sum(f1 + f2 + f3 + f4 + f5)
+FROM {table} GROUP BY b, unit_code, window_id ORDER BY b, unit_code, window_id
+"""
+
+
+@pytest.mark.integration
+def test_migration_2_fills_the_hour_and_day_rollups_from_what_was_there_and_feeds_them_after(
+    ch_client, settings
+) -> None:
+    from sinks.clickhouse import insert_json_rows
+    from tests.sinks.factories import dumps, review
+
+    db = settings.clickhouse.database
+    before = [review(i, fraud=(i % 7 == 0)) for i in range(0, 3000, 3)]  # 3.5 hours from 09:00
+    migrate(ch_client, Target(db), MIGRATIONS[:1])
+    insert_json_rows(ch_client, f"{db}.reviews", [dumps(r) for r in before], "before")
+    assert migrate(ch_client, Target(db)).applied == [2]
+    # A migration cut short after its backfill runs the backfill again: the repeat must be dropped.
+    for stmt in MIGRATIONS[1].statements(Target(db)):
+        if stmt.startswith("INSERT"):
+            ch_client.command(stmt)
+    after = [review(i) for i in range(1, 3000, 3)]
+    insert_json_rows(ch_client, f"{db}.reviews", [dumps(r) for r in after], "after")
+
+    def rollup(table: str, bucket: str) -> list[tuple[object, ...]]:
+        return ch_client.query(ROLLUP_SQL.format(bucket=bucket, table=f"{db}.{table}")).result_rows
+
+    assert rollup("satisfaction_hourly", "hour") == rollup("satisfaction_minute", "toStartOfHour(minute)")
+    assert rollup("satisfaction_daily", "day") == rollup("satisfaction_minute", "toDate(minute)")
+    assert sum(r[3] + r[4] + r[5] + r[6] + r[7] + r[8] for r in rollup("satisfaction_daily", "day")) == 2000
 
 
 @pytest.mark.integration
