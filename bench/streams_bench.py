@@ -1,13 +1,14 @@
 """Stream worker benchmark: prints figures, asserts nothing.
 
     .venv/bin/python bench/streams_bench.py --bootstrap 127.0.0.1:19092 [--events 200000] [--rate 2000]
+        [--workers 1] [--set batch_within_seconds=0.05 ...]
 
 1. floor: a bare aiokafka consumer that only decodes the records with orjson (events/s);
 2. sustained: a ``haochaping worker`` subprocess drains ``--events`` preloaded reviews (10 % bad):
    events/s from the first to the last record out (reviews.accepted);
 3. latency: reviews produced at ``--rate`` events/s while the worker runs; p50 / p99 from a bad
    review's append (its broker timestamp) to its ``opened`` ledger event's append;
-4. the worker's peak RSS.
+4. each worker's RSS and the machine's load average (other work on the box skews every figure).
 Each run uses fresh topics under a unique prefix.
 """
 
@@ -122,6 +123,12 @@ def count(kafka: KafkaSettings, logical: str) -> int:
     return sum(ends.values())
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     status = Path(f"/proc/{pid}/status").read_text()
     fields = {
@@ -139,6 +146,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=2000)
     parser.add_argument("--latency-seconds", type=float, default=20)
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the partitions")
     parser.add_argument(
         "--set",
         action="append",
@@ -176,22 +184,30 @@ def main() -> None:
         key, _, value = item.partition("=")
         env[f"HAOCHAPING_STREAMS__{key.upper()}"] = value
     log = open(f"/tmp/haochaping-bench-{run}.log", "wb")  # noqa: SIM115
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "haochaping.cli", "worker", "--loglevel", "warning"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "haochaping.cli", "worker", "--loglevel", "warning"],
+            cwd=ROOT,
+            env={**env, "HAOCHAPING_STREAMS__DATA_DIR": f"/tmp/haochaping-bench-{run}/w{n}"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for n in range(args.workers)
+    ]
     try:
         t = time.perf_counter()
-        while count(kafka, "reviews.accepted") < args.events:
-            if worker.poll() is not None:
-                raise SystemExit(f"worker exited {worker.returncode}; see {log.name}")
+        first_cpu: tuple[int, float] | None = None
+        while (done := count(kafka, "reviews.accepted")) < args.events:
+            for worker in workers:
+                if worker.poll() is not None:
+                    raise SystemExit(f"worker exited {worker.returncode}; see {log.name}")
+            if done and first_cpu is None:
+                first_cpu = (done, sum(cpu_seconds(w.pid) for w in workers))
             time.sleep(0.5)
             if time.perf_counter() - t > 600:
                 raise SystemExit("worker did not drain the preload within 600 s")
+        last_cpu = (args.events, sum(cpu_seconds(w.pid) for w in workers))
         n, first, last = last_timestamps(kafka, "reviews.accepted")
         sustained = n / max((last - first) / 1000, 1e-3)
         opened = count(kafka, "ledger.events")
@@ -200,6 +216,10 @@ def main() -> None:
             f"sustained end to end: {sustained:,.0f} events/s ({n} accepted, {opened} tickets opened, "
             f"{minutes} minute records); ratio to floor {sustained / floor_rate:.3f}"
         )
+        if first_cpu is not None and last_cpu[1] > first_cpu[1]:
+            # Wall-clock rates depend on what else the box runs; CPU per event much less so.
+            per_cpu = (last_cpu[0] - first_cpu[0]) / (last_cpu[1] - first_cpu[1])
+            print(f"worker CPU: {per_cpu:,.0f} events per CPU-second ({1e6 / per_cpu:.0f} µs per event)")
 
         # latency at a steady rate: bad review append -> its ticket's opened event append
         start = args.events
@@ -234,11 +254,15 @@ def main() -> None:
                 f"bad review append -> ticket opened at {args.rate:,.0f} events/s: p50 {p50:.0f} ms, "
                 f"p99 {p99:.0f} ms, max {lags[-1]:.0f} ms ({len(lags)} tickets, {missing} not seen)"
             )
-        rss, peak = rss_mb(worker.pid)
-        print(f"worker RSS {rss:.0f} MB (peak {peak:.0f} MB)")
+        for n, worker in enumerate(workers):
+            rss, peak = rss_mb(worker.pid)
+            print(f"worker {n + 1} RSS {rss:.0f} MB (peak {peak:.0f} MB)")
+        print(f"load average while measuring: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
-        worker.terminate()
-        worker.wait(30)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(30)
         log.close()
 
 
