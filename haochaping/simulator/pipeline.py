@@ -1,8 +1,9 @@
-"""A whole pipeline on private servers, for fault drills: Kafka, ClickHouse, ingest, worker(s), sink and
-the simulator writing its ground truth, each a real process that a drill can stop, restart or kill -9.
+"""A whole pipeline on private servers, for the fault drills and the end-to-end benchmark: Kafka,
+ClickHouse, ingest, worker(s), sink, API and the simulator writing its ground truth, each a real process
+that a drill can stop, restart or kill -9.
 
-Private servers (not the shared test ones): a drill restarts the broker and stops ClickHouse, which
-must not disturb other tests running at the same time.
+Private servers on free ports under their own var dir (not the shared test ones): a drill restarts the
+broker and stops ClickHouse, which must not disturb anything else running on the machine.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from haochaping.settings import (
+    ApiSettings,
     ClickHouseSettings,
     IngestSettings,
     KafkaSettings,
@@ -32,7 +34,7 @@ from haochaping.simulator.truth import FigureKey, compare, expected_bad_cases, e
 from haochaping.stack.clickhouse import ClickHouseServer
 from haochaping.stack.kafka import KafkaBroker
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[2]  # where `python -m haochaping.cli` runs
 
 
 def free_port() -> int:
@@ -65,12 +67,13 @@ class Pipeline:
     clickhouse: ClickHouseServer = field(init=False)
     ingest: Service | None = None
     sink: Service | None = None
+    api: Service | None = None
     workers: list[Service] = field(default_factory=list)
     simulator: Service | None = None
     truth_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        kafka_port, controller_port, http_port, tcp_port, ingest_port = free_ports(5)
+        kafka_port, controller_port, http_port, tcp_port, ingest_port, api_port = free_ports(6)
         tag = uuid.uuid4().hex[:8]
         self.settings = Settings(
             _env_file=None,  # type: ignore[call-arg]
@@ -85,6 +88,7 @@ class Pipeline:
                 url=f"http://127.0.0.1:{http_port}", tcp_port=tcp_port, database=f"drill_{tag}"
             ),
             ingest=IngestSettings(port=ingest_port),
+            api=ApiSettings(port=api_port),
             streams=StreamsSettings(
                 app_id=f"drill-{tag}",
                 store="memory://",
@@ -110,7 +114,7 @@ class Pipeline:
             cwd=REPO_ROOT,
         )
 
-    def start(self, *, workers: int = 1) -> None:
+    def start(self, *, workers: int = 1, api: bool = False) -> None:
         self.broker.start()
         self.clickhouse.start()
         self.broker.wait_ready(120)
@@ -126,9 +130,16 @@ class Pipeline:
         self.sink.start()
         for _ in range(workers):
             self.add_worker()
+        if api:
+            self.api = self._service(
+                "api", ["api"], http_ready(f"http://127.0.0.1:{self.settings.api.port}/healthz")
+            )
+            self.api.start()
         self.ingest.wait_ready(60)
         for worker in self.workers:
             worker.wait_ready(90)
+        if self.api is not None:
+            self.api.wait_ready(60)
 
     def add_worker(self) -> Service:
         name = f"worker-{len(self.workers) + 1}"
@@ -176,7 +187,7 @@ class Pipeline:
         return code
 
     def close(self) -> None:
-        for service in [self.simulator, *reversed(self.workers), self.sink, self.ingest]:
+        for service in [self.simulator, self.api, *reversed(self.workers), self.sink, self.ingest]:
             if service is not None:
                 service.stop()
         self.broker.stop()
@@ -293,17 +304,19 @@ class Pipeline:
 
     def logs(self) -> str:
         parts = []
-        for service in [self.ingest, self.sink, *self.workers, self.simulator]:
+        for service in [self.ingest, self.sink, *self.workers, self.api, self.simulator]:
             if service is not None:
                 parts.append(f"--- {service.name} ({service.log_path})\n{service.tail(15)}")
         return "\n".join(parts)
 
 
 @contextmanager
-def pipeline(var_root: Path, kafka_libs_dir: Path, *, workers: int = 1) -> Iterator[Pipeline]:
+def pipeline(
+    var_root: Path, kafka_libs_dir: Path, *, workers: int = 1, api: bool = False
+) -> Iterator[Pipeline]:
     p = Pipeline(var_root / uuid.uuid4().hex[:8], kafka_libs_dir)
     try:
-        p.start(workers=workers)
+        p.start(workers=workers, api=api)
         yield p
     finally:
         p.close()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.drills.harness import REPO_ROOT, Pipeline, pipeline
+from haochaping.simulator.pipeline import REPO_ROOT, Pipeline, pipeline
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.drills.harness import Pipeline
+from haochaping.simulator.pipeline import Pipeline
 
 pytestmark = [pytest.mark.integration, pytest.mark.drill, pytest.mark.timeout(900)]
 

@@ -1,0 +1,387 @@
+"""End-to-end benchmark: ingest → Kafka → streams → sink → ClickHouse → API, on this machine.
+
+    .venv/bin/python bench/e2e_bench.py            (what `make bench` runs)
+    .venv/bin/python bench/e2e_bench.py --help
+
+Starts a private pipeline (its own Kafka and ClickHouse on free ports under var/bench/) and prints:
+
+1. latency at a steady rate (default 2,000 reviews/s from the simulated city): probe ratings posted
+   one by one beside the load, each timed from its POST to (a) its figure in the API
+   (``/v1/satisfaction`` of a probe unit, polled every 50 ms) and (b) for a red one (an integrity
+   complaint) to its ticket in the API (``/v1/tickets`` of a second probe unit);
+2. sustained throughput: as many reviews as ingest takes, in batches, and the time until the API's
+   figure holds them all;
+3. the raw Kafka consume floor in the same run: a bare aiokafka consumer reading ``reviews.raw``;
+4. peak RSS of each process.
+
+Figures only, no assertions: compare them with the targets (≥ 10,000 reviews/s end to end, rating →
+figure p99 ≤ 2 s and rating → red ticket p99 ≤ 1 s at 2,000 reviews/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from haochaping.domain import signing  # noqa: E402
+from haochaping.domain.contract import BEIJING  # noqa: E402
+from haochaping.simulator.city import load_city  # noqa: E402
+from haochaping.simulator.codes import make_unit_code  # noqa: E402
+from haochaping.simulator.generator import CityGenerator, Emission, Rates, Route  # noqa: E402
+from haochaping.simulator.pipeline import Pipeline  # noqa: E402
+from haochaping.simulator.sender import Sender  # noqa: E402
+
+KEY_ID, SECRET = "demo-device", "demo-secret"
+# Units that the simulated city does not have, so their figures move only with the probes.
+FIGURE_PROBE_UNIT = make_unit_code("330199", "99990001")
+RED_PROBE_UNIT = make_unit_code("330199", "99990002")
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Batching:
+    """Wraps the generator: single reviews of one tick go out in batches (``/v1/reviews/batch``)."""
+
+    def __init__(self, generator: CityGenerator, size: int) -> None:
+        self.generator = generator
+        self.size = size
+
+    @property
+    def held(self) -> int:
+        return self.generator.held
+
+    def _group(self, emissions: list[Emission]) -> list[Emission]:
+        if self.size <= 1:
+            return emissions
+        out: list[Emission] = []
+        pending: list[Emission] = []
+        for e in emissions:
+            if e.route == Route.REVIEW:
+                pending.append(e)
+                if len(pending) == self.size:
+                    out.append(_batch(pending))
+                    pending = []
+            else:
+                out.append(e)
+        if pending:
+            out.append(_batch(pending))
+        return out
+
+    def tick(self, now: datetime, n: int, *, hour: float | None = None) -> list[Emission]:
+        return self._group(self.generator.tick(now, n, hour=hour))
+
+    def drain(self, now: datetime) -> list[Emission]:
+        return self._group(self.generator.drain(now))
+
+
+def _batch(items: list[Emission]) -> Emission:
+    return Emission(Route.REVIEWS_BATCH, [e.body for e in items], tuple(r for e in items for r in e.truth))
+
+
+@dataclass
+class Probes:
+    """Probe ratings posted one by one; each timed from POST to what a supervisor sees in the API."""
+
+    ingest: str
+    api: str
+    token: str
+    run_id: str
+    sent_figure: list[float] = field(default_factory=list)  # POST time of the i-th figure probe
+    seen_figure: list[float] = field(default_factory=list)  # when the API's count first reached i+1
+    sent_red: dict[str, float] = field(default_factory=dict)  # event id -> POST time
+    seen_red: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def review(self, n: int, unit: str, *, red: bool) -> dict[str, Any]:
+        return {
+            "event_id": f"{self.run_id}-{'red' if red else 'fig'}-{n:06d}",
+            "channel": "app",
+            "stars": 1 if red else 4,
+            "case_no": f"330199-{self.run_id}-{'r' if red else 'f'}{n:06d}",
+            "region_code": "330199",
+            "unit_code": unit,
+            "unit_name": "基准测试探针单位",
+            "item_code": "330199-9999-QT-01",
+            "rated_at": datetime.now(BEIJING).isoformat(timespec="milliseconds"),
+            "text": "工作人员索要红包，不给就说材料不全。" if red else None,
+        }
+
+    async def post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> bool:
+        raw = orjson.dumps({k: v for k, v in body.items() if v is not None})
+        headers = signing.signed_headers(
+            KEY_ID, SECRET, "POST", "/v1/reviews", raw, now=time.time(), nonce=secrets.token_urlsafe(12)
+        )
+        headers["Content-Type"] = "application/json"
+        response = await client.post(f"{self.ingest}/v1/reviews", content=raw, headers=headers)
+        if response.status_code != 202:
+            self.errors.append(f"probe answered {response.status_code}: {response.text[:200]}")
+            return False
+        return True
+
+    async def send(self, seconds: float, figure_hz: float = 10, red_hz: float = 2) -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            start = time.monotonic()
+            n = 0
+            while time.monotonic() - start < seconds:
+                body = self.review(n, FIGURE_PROBE_UNIT, red=False)
+                t = time.time()
+                if await self.post(client, body):
+                    self.sent_figure.append(t)
+                if n % max(1, round(figure_hz / red_hz)) == 0:
+                    red = self.review(n, RED_PROBE_UNIT, red=True)
+                    t = time.time()
+                    if await self.post(client, red):
+                        self.sent_red[red["event_id"]] = t
+                n += 1
+                await asyncio.sleep(max(0.0, start + n / figure_hz - time.monotonic()))
+
+    async def watch(self, stop: asyncio.Event) -> None:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        since = (datetime.now(BEIJING) - timedelta(hours=1)).isoformat()
+        async with httpx.AsyncClient(base_url=self.api, headers=headers, timeout=5) as client:
+            while not stop.is_set():
+                now = time.time()
+                try:
+                    figures = await client.get(
+                        "/v1/satisfaction",
+                        params={"unit_code": FIGURE_PROBE_UNIT, "since": since, "include_flagged": "true"},
+                    )
+                    total = int(figures.json()["total"])
+                    while len(self.seen_figure) < min(total, len(self.sent_figure)):
+                        self.seen_figure.append(now)
+                    tickets = await client.get(
+                        "/v1/tickets", params={"unit_code": RED_PROBE_UNIT, "limit": 500, "colour": "red"}
+                    )
+                    for item in tickets.json()["items"]:
+                        self.seen_red.setdefault(item["source_id"], now)
+                except (httpx.HTTPError, KeyError, ValueError) as exc:
+                    if len(self.errors) < 5:
+                        self.errors.append(f"API poll: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.05)
+
+    def figure_latencies(self) -> list[float]:
+        return [seen - sent for sent, seen in zip(self.sent_figure, self.seen_figure, strict=False)]
+
+    def red_latencies(self) -> list[float]:
+        return [self.seen_red[e] - t for e, t in self.sent_red.items() if e in self.seen_red]
+
+
+def rss_mb(pid: int | None) -> str:
+    if pid is None:
+        return "-"
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return f"{int(line.split()[1]) / 1024:.0f} MB"
+    except OSError:
+        pass
+    return "-"
+
+
+async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Probes:
+    ingest = f"http://127.0.0.1:{p.settings.ingest.port}"
+    probes = Probes(ingest, f"http://127.0.0.1:{p.settings.api.port}", token, f"b{int(time.time()) % 100000}")
+    generator = Batching(
+        CityGenerator(load_city(), seed=1, run_id=f"lat{probes.run_id}", rates=Rates(malformed=0)), args.batch
+    )
+    sender = Sender(ingest, KEY_ID, SECRET, concurrency=args.concurrency, retry_for=30)
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(probes.watch(stop))
+    load = asyncio.create_task(
+        sender.run(generator, rate=args.rate, duration=args.latency_seconds, hour=10)  # type: ignore[arg-type]
+    )
+    await asyncio.sleep(3)  # let the load settle before timing
+    await probes.send(args.latency_seconds - 5)
+    stats = await load
+    await asyncio.sleep(5)  # the last probes
+    stop.set()
+    await watcher
+    await sender.aclose()
+    achieved = stats.happenings / max(stats.elapsed, 1e-9)
+    print(
+        f"\n[latency at {args.rate:,.0f} actions/s] the city sent {stats.happenings:,} actions "
+        f"({achieved:,.0f}/s) in {stats.requests:,} requests, {stats.retries} retries, "
+        f"{stats.rows_rejected + stats.failed} problems"
+    )
+    fig, red = probes.figure_latencies(), probes.red_latencies()
+    print(
+        f"  rating → figure in the API:  n={len(fig)}/{len(probes.sent_figure)}  "
+        f"p50 {percentile(fig, 0.5):.3f} s  p99 {percentile(fig, 0.99):.3f} s  max {max(fig, default=float('nan')):.3f} s"
+    )
+    print(
+        f"  rating → red ticket in API:  n={len(red)}/{len(probes.sent_red)}  "
+        f"p50 {percentile(red, 0.5):.3f} s  p99 {percentile(red, 0.99):.3f} s  max {max(red, default=float('nan')):.3f} s"
+    )
+    for error in probes.errors[:5]:
+        print(f"  ! {error}")
+    return probes
+
+
+async def throughput_phase(p: Pipeline, args: argparse.Namespace, token: str) -> None:
+    ingest = f"http://127.0.0.1:{p.settings.ingest.port}"
+    api = f"http://127.0.0.1:{p.settings.api.port}"
+    headers = {"Authorization": f"Bearer {token}"}
+    since = (datetime.now(BEIJING) - timedelta(hours=1)).isoformat()
+    async with httpx.AsyncClient(base_url=api, headers=headers, timeout=10) as client:
+
+        async def api_total() -> int:
+            response = await client.get(
+                "/v1/satisfaction", params={"since": since, "include_flagged": "true"}
+            )
+            return int(response.json()["total"])
+
+        before = await api_total()
+        # Only hall devices, in backlog-sized batches: the shape that carries the most ratings per request.
+        generator = Batching(
+            CityGenerator(
+                load_city(),
+                seed=2,
+                run_id=f"tp{int(time.time()) % 100000}",
+                rates=Rates(malformed=0, duplicate=0, workorders=0, offline=0),
+            ),
+            args.throughput_batch,
+        )
+        sender = Sender(ingest, KEY_ID, SECRET, concurrency=args.throughput_concurrency, retry_for=60)
+        counted: list[int] = [0]
+
+        def on_accepted(rows: list[dict[str, Any]], _sent: float, _acked: float) -> None:
+            counted[0] += sum(1 for r in rows if r["kind"] == "review" and r["outcome"] == "accepted")
+
+        sender.on_accepted = on_accepted
+        t0 = time.time()
+        stats = await sender.run(
+            generator,  # type: ignore[arg-type]
+            rate=args.throughput_rate,
+            duration=args.throughput_seconds,
+            hour=10,
+        )
+        t_ingested = time.time()
+        await sender.aclose()
+        target = before + counted[0]
+        total = before
+        deadline = time.time() + 300
+        while total < target and time.time() < deadline:
+            total = await api_total()
+            await asyncio.sleep(0.1)
+        t_visible = time.time()
+    n = total - before
+    print(
+        f"\n[throughput] {counted[0]:,} ratings taken by ingest in {t_ingested - t0:.1f} s "
+        f"({counted[0] / (t_ingested - t0):,.0f}/s, {stats.requests:,} requests)"
+    )
+    print(
+        f"  ingest → board: {n:,} visible in the API after {t_visible - t0:.1f} s = "
+        f"{n / (t_visible - t0):,.0f} reviews/s sustained end to end"
+        + ("" if total >= target else f"  (only {n:,} of {target - before:,} within 300 s)")
+    )
+
+
+async def consume_floor(p: Pipeline) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        p.settings.kafka.topic("reviews.raw"),
+        bootstrap_servers=p.settings.kafka.bootstrap_servers,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        max_poll_records=10_000,
+        fetch_max_bytes=64 * 1024 * 1024,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.assignment()
+        while not partitions:
+            await asyncio.sleep(0.05)
+            partitions = consumer.assignment()
+        ends = await consumer.end_offsets(list(partitions))
+        total = sum(ends.values())
+        n = 0
+        t0 = time.perf_counter()
+        while n < total:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if not batches:
+                break
+            for records in batches.values():
+                for record in records:
+                    orjson.loads(record.value)
+                n += sum(len(r) for r in batches.values())
+        elapsed = time.perf_counter() - t0
+    finally:
+        await consumer.stop()
+    print(
+        f"\n[floor] a bare aiokafka consumer read and decoded {n:,} records of reviews.raw in {elapsed:.2f} s = {n / elapsed:,.0f} records/s"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=2000, help="actions/s of the city in the latency phase")
+    parser.add_argument("--latency-seconds", type=float, default=40)
+    parser.add_argument("--batch", type=int, default=20, help="reviews per request in the latency phase")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--throughput-seconds", type=float, default=30)
+    parser.add_argument("--throughput-rate", type=float, default=20000, help="offered actions/s")
+    parser.add_argument("--throughput-batch", type=int, default=500)
+    parser.add_argument("--throughput-concurrency", type=int, default=16)
+    parser.add_argument("--workers", type=int, default=1, help="stream worker processes")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args()
+
+    p = Pipeline(REPO / "var" / "bench" / f"e2e-{os.getpid()}", REPO / "var" / "kafka" / "libs")
+    p.settings.kafka.partitions = args.partitions
+    print(
+        f"machine: {os.cpu_count()} CPUs; pipeline: 1 ingest, {args.workers} worker(s), 1 sink, 1 API, {args.partitions} partitions"
+    )
+    started = time.time()
+    try:
+        p.start(workers=args.workers, api=True)
+        print(
+            f"pipeline ready in {time.time() - started:.1f} s (Kafka {p.broker.version()}, ClickHouse {p.clickhouse.version()})"
+        )
+        from api.auth import mint_token
+        from haochaping.domain.records import Role
+
+        token = mint_token(p.settings.api, role=Role.SUPERVISOR, sub="bench")
+        if not args.skip_latency:
+            asyncio.run(latency_phase(p, args, token))
+        if not args.skip_throughput:
+            asyncio.run(throughput_phase(p, args, token))
+        asyncio.run(consume_floor(p))
+        print(
+            "\n[peak RSS] "
+            + ", ".join(
+                f"{s.name} {rss_mb(s.pid)}" for s in [p.ingest, *p.workers, p.sink, p.api] if s is not None
+            )
+            + f", bench {rss_mb(os.getpid())}"
+        )
+    finally:
+        p.close()
+
+
+if __name__ == "__main__":
+    main()
