@@ -13,6 +13,7 @@ Needs a running ClickHouse (``make stack-test-up`` or ``haochaping stack up``). 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import time
@@ -30,6 +31,7 @@ from sinks.schema import Target, migrate
 
 UNITS = 200  # units in the seeded city
 DAYS = 90
+ROLLUPS = ("satisfaction_minute", "satisfaction_hourly", "satisfaction_daily")
 
 
 def unit_code(i: int) -> str:
@@ -56,7 +58,8 @@ def seed(client: object, n: int, start: datetime) -> float:
         FROM numbers({n})
         SETTINGS max_insert_block_size = 1000000, max_threads = 2""",
     )
-    client.command("OPTIMIZE TABLE satisfaction_minute FINAL")  # type: ignore[attr-defined]
+    for table in ROLLUPS:
+        client.command(f"OPTIMIZE TABLE {table} FINAL")  # type: ignore[attr-defined]
     return time.perf_counter() - t0
 
 
@@ -84,11 +87,16 @@ def main() -> None:
     have = int(client.query("SELECT count() FROM reviews").result_rows[0][0])
     if have != args.reviews:
         client.command("TRUNCATE TABLE reviews")
-        client.command("TRUNCATE TABLE satisfaction_minute")
+        for table in ROLLUPS:
+            client.command(f"TRUNCATE TABLE {table}")
         took = seed(client, args.reviews, start)
         print(f"seeded {args.reviews:,} reviews in {took:.1f} s ({args.reviews / took:,.0f} rows/s)")
-    rollup = int(client.query("SELECT count() FROM satisfaction_minute").result_rows[0][0])
-    print(f"reviews: {args.reviews:,} over {DAYS} days, {UNITS} units; satisfaction_minute rows: {rollup:,}")
+    rows = {t: int(client.query(f"SELECT count() FROM {t}").result_rows[0][0]) for t in ROLLUPS}
+    print(
+        f"reviews: {args.reviews:,} over {DAYS} days, {UNITS} units; rollup rows: "
+        + ", ".join(f"{t} {n:,}" for t, n in rows.items())
+    )
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
 
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -133,6 +141,7 @@ def main() -> None:
             print(
                 f"{name:60s} {statistics.median(times):8.1f} {percentile(times, 95):8.1f} {max(times):8.1f}"
             )
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     if not args.keep:
         admin.command(f"DROP DATABASE {database} SYNC")
 

@@ -31,6 +31,7 @@ import orjson
 RANGE_GAP_MS = 10 * 60 * 1000
 # ClickHouse keeps milliseconds; the margin absorbs any rounding between the record's text and the row.
 MARGIN_MS = 1000
+BATCH_COLUMN = "sink_batch"  # the token of the batch that wrote the row (sinks/schema.py, migration 2)
 MAX_RANGES = 16  # beyond this the closest ranges are merged: one query, a bounded WHERE
 # The embedded engine (chdb://) takes no external data: there the ids go into the query text as quoted
 # literals, which the server parses far slower (0.3 s for 20,000 ids), hence the limit it needs.
@@ -158,7 +159,7 @@ def _when(identity: Identity, keyed: Sequence[Keyed]) -> str:
 
 
 def lookup_query(table: str, identity: Identity, keyed: Sequence[Keyed], *, inline: bool = False) -> str:
-    """The question "which of these are in ``table`` already?", bounded by key and time.
+    """The question "which of these does ``table`` hold, written by which batch?", bounded by key and time.
 
     The keys and ids are the external tables ``_keys`` and ``_ids`` sent with the query, or with
     ``inline`` quoted literals in the text.
@@ -168,15 +169,15 @@ def lookup_query(table: str, identity: Identity, keyed: Sequence[Keyed], *, inli
         keys = "(" + ", ".join(quote(k) for k in sorted({k.key for k in keyed})) + ")"
         ids = "(" + ", ".join(quote(k.id) for k in keyed) + ")"
     return (
-        f"SELECT DISTINCT {identity.id_field} FROM {table}"
+        f"SELECT DISTINCT {identity.id_field}, {BATCH_COLUMN} FROM {table}"
         f" WHERE {identity.key_field} IN {keys} AND ({_when(identity, keyed)}) AND {identity.id_field} IN {ids}"
     )
 
 
-def lookup(client: Any, table: str, identity: Identity, scan: Scan) -> set[str]:
-    """The identities of the scan that ``table`` holds already."""
+def lookup(client: Any, table: str, identity: Identity, scan: Scan) -> list[tuple[str, str]]:
+    """(id, batch token) of the scan's records that ``table`` holds already."""
     if not scan.keyed:
-        return set()
+        return []
     from clickhouse_connect.driver.exceptions import NotSupportedError
     from clickhouse_connect.driver.external import ExternalData
 
@@ -192,17 +193,34 @@ def lookup(client: Any, table: str, identity: Identity, scan: Scan) -> set[str]:
             lookup_query(table, identity, scan.keyed, inline=True),
             settings={"max_query_size": MAX_QUERY_BYTES},
         ).result_rows
-    return {str(r[0]) for r in rows}
+    return [(str(r[0]), str(r[1])) for r in rows]
 
 
-def new_positions(client: Any, table: str, values: Sequence[bytes]) -> tuple[list[int], int]:
-    """Positions of the records to insert (in order), and how many were left out as repeats."""
+def new_positions(client: Any, table: str, values: Sequence[bytes], token: str) -> tuple[list[int], int]:
+    """Positions of the records to insert (in order), and how many were left out as repeats.
+
+    A record ClickHouse holds from *another* batch is a repeat. One it holds from *this* batch (its
+    ``token``) was written by an earlier attempt of this very batch, cut short after the insert: it is
+    inserted again with the rest, so the block is the same as the first time, and ClickHouse's token
+    deduplication drops it from ``reviews`` and from every rollup alike, or writes to a rollup the
+    block it lacks if ClickHouse itself died between the table and its views.
+    """
     identity = IDENTITY_OF_TABLE.get(table.rsplit(".", 1)[-1])
     if identity is None:
         return list(range(len(values))), 0
     scan = first_copies(values, identity)
-    stored = lookup(client, table, identity, scan)
-    if not stored:
+    elsewhere = {rid for rid, batch in lookup(client, table, identity, scan) if batch != token}
+    if not elsewhere:
         return scan.keep, scan.repeats_in_batch
-    dropped = {k.index for k in scan.keyed if k.id in stored}
+    dropped = {k.index for k in scan.keyed if k.id in elsewhere}
     return [i for i in scan.keep if i not in dropped], scan.repeats_in_batch + len(dropped)
+
+
+def mark(value: bytes, token: str) -> bytes:
+    """The record with the batch that writes it (column ``sink_batch``); a non-object stays as it is."""
+    body = value.rstrip()
+    if not body.endswith(b"}"):
+        return value
+    field = b'"' + BATCH_COLUMN.encode() + b'":' + orjson.dumps(token)
+    inner = body[:-1].rstrip()
+    return inner + (b"," if not inner.endswith(b"{") else b"") + field + b"}"

@@ -466,6 +466,15 @@ def _backfill(t: Target) -> list[str]:
             )
     out.extend(SATISFACTION_HOURLY_MV.ddl(t))
     out.extend(SATISFACTION_DAILY_MV.ddl(t))
+    # Which batch wrote a row: the writer's repeat check (sinks/repeats.py) tells a record another
+    # batch wrote (a repeat, left out) from one this batch's own cut-short attempt wrote (sent again,
+    # so the token drops it everywhere). Rows from before carry '', i.e. "another batch".
+    for table in (REVIEWS, TICKET_EVENTS, ALERTS):
+        names = [t.local(table.name)] + ([table.name] if t.cluster else [])
+        out.extend(
+            f"ALTER TABLE {t.q(name)}{t.on_cluster} ADD COLUMN IF NOT EXISTS sink_batch String DEFAULT ''"
+            for name in names
+        )
     return out
 
 

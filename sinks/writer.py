@@ -37,7 +37,7 @@ from haochaping.settings import Settings
 from sinks.batches import Batch, PartitionBuffer, decode_intent, encode_intent
 from sinks.clickhouse import ClientPerThread, insert_json_rows, is_data_error
 from sinks.metrics import SinkMetrics
-from sinks.repeats import new_positions
+from sinks.repeats import mark, new_positions
 from sinks.schema import TABLE_OF_TOPIC
 
 log = logging.getLogger(__name__)
@@ -360,23 +360,24 @@ class SinkWriter:
         return _Outcome(batch, rejected=tuple(rejected))
 
     def _without_repeats(self, client: Any, table: str, batch: Batch) -> tuple[Batch, int]:
-        """The batch less the records ClickHouse holds already and the later copies within it.
+        """The batch less the records another batch wrote already and the later copies within it.
 
-        It keeps its offsets range, so its deduplication token stays what it was: a redo after a crash
-        between insert and commit finds its rows in ClickHouse and inserts nothing, and a redo racing
-        the first attempt's insert still on the wire carries the same token, which ClickHouse drops.
+        Each record is marked with the batch's token (column ``sink_batch``), and the batch keeps its
+        offsets range, so its deduplication token stays what it was: a redo after a crash between
+        insert and commit keeps the records its first attempt wrote (they carry its token), sends the
+        same block again, and ClickHouse drops it; a redo racing the first attempt's insert still on
+        the wire carries the same token too.
         """
-        keep, repeats = new_positions(client, table, batch.values)
-        if not repeats:
-            return batch, 0
-        log.info(
-            "%s[%d] %d..%d: %d record(s) already written, left out",
-            batch.topic,
-            batch.partition,
-            batch.start,
-            batch.last,
-            repeats,
-        )
+        keep, repeats = new_positions(client, table, batch.values, batch.token)
+        if repeats:
+            log.info(
+                "%s[%d] %d..%d: %d record(s) already written, left out",
+                batch.topic,
+                batch.partition,
+                batch.start,
+                batch.last,
+                repeats,
+            )
         return (
             Batch(
                 batch.topic,
@@ -384,7 +385,7 @@ class SinkWriter:
                 batch.start,
                 batch.last,
                 tuple(batch.offsets[i] for i in keep),
-                tuple(batch.values[i] for i in keep),
+                tuple(mark(batch.values[i], batch.token) for i in keep),
             ),
             repeats,
         )

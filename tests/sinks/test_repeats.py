@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from haochaping.domain.records import LedgerEventType, Role
 from haochaping.settings import Settings
-from sinks.repeats import IDENTITY_OF_TABLE, MARGIN_MS, MAX_RANGES, first_copies, quote, time_ranges
+from sinks.repeats import IDENTITY_OF_TABLE, MARGIN_MS, MAX_RANGES, first_copies, mark, quote, time_ranges
 from tests.sinks.factories import BASE_TIME, alert, count, dumps, ledger_event, review, ticket, wait_for
 from tests.sinks.test_writer import assert_figures_match, writer
 
@@ -53,6 +53,28 @@ def test_one_late_record_does_not_widen_the_lookup_over_the_hours_between() -> N
 # -- against the real broker and ClickHouse -------------------------------------------------------
 
 
+def test_a_record_is_marked_with_the_batch_that_writes_it() -> None:
+    assert orjson.loads(mark(b'{"a": 1} \n', "t:0:5-9")) == {"a": 1, "sink_batch": "t:0:5-9"}
+    assert orjson.loads(mark(b"{ }", 'q"uote')) == {"sink_batch": 'q"uote'}
+    assert mark(b"[1]", "t") == b"[1]"  # not a record: ClickHouse refuses it as it is
+
+
+@pytest.mark.integration
+def test_rows_of_another_batch_are_repeats_and_rows_of_this_batchs_earlier_attempt_are_not(
+    sink_settings, migrated
+) -> None:
+    from sinks.clickhouse import insert_json_rows
+    from sinks.repeats import new_positions
+
+    table = f"{sink_settings.clickhouse.database}.reviews"
+    values = [dumps(review(i)) for i in range(5)]
+    insert_json_rows(migrated, table, [mark(v, "r:0:0-2") for v in values[:3]], "r:0:0-2")
+    # The same batch again (a redo after a crash before its commit): everything goes again, same block.
+    assert new_positions(migrated, table, values[:3], "r:0:0-2") == ([0, 1, 2], 0)
+    # Another batch holding copies: they are repeats.
+    assert new_positions(migrated, table, values, "r:0:3-7") == ([3, 4], 3)
+
+
 @pytest.mark.integration
 def test_an_id_with_quotes_and_backslashes_is_found_as_itself(sink_settings, migrated) -> None:
     from sinks.clickhouse import insert_json_rows
@@ -62,12 +84,12 @@ def test_an_id_with_quotes_and_backslashes_is_found_as_itself(sink_settings, mig
     odd = orjson.dumps({**orjson.loads(dumps(review(1))), "event_id": "ev'\\\t\n-1"})
     table = f"{sink_settings.clickhouse.database}.reviews"
     insert_json_rows(migrated, table, [odd], "t-odd")
-    keep, repeats = new_positions(migrated, table, [odd, dumps(review(2))])
+    keep, repeats = new_positions(migrated, table, [odd, dumps(review(2))], "t-next")
     assert keep == [1] and repeats == 1
     # The literal path (the embedded engine's) finds the same.
     scan = first_copies([odd], REVIEWS)
     sql = lookup_query(table, REVIEWS, scan.keyed, inline=True)
-    assert migrated.query(sql).result_rows == [("ev'\\\t\n-1",)]
+    assert migrated.query(sql).result_rows == [("ev'\\\t\n-1", "")]
     assert quote("a'b\\c") == "'a\\'b\\\\c'"
 
 
