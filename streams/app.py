@@ -39,6 +39,7 @@ from streams.batch import (
     BatchResult,
     Incoming,
 )
+from streams.outbox import send_batches
 from streams.state import last_event_per_partition, write_per_partition
 from streams.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 
@@ -146,9 +147,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             metrics.EVENTS_IN.labels(topic).inc(sum(1 for i in incoming if i.topic == topic))
         result = process(incoming, table.get if table is not None else _no_state)
         producer = app.producer
-        pending = [await producer.send(names[o.topic], o.key, o.value, None, None, None) for o in result.out]
-        if pending:
-            await asyncio.gather(*pending)
+        await send_batches(producer, ((names[o.topic], o.key, o.value, None) for o in result.out))
         if table is not None and result.writes:
             await write_per_partition(producer, table, result.writes, last_event_per_partition(events))
         for ev in events:

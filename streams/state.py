@@ -10,14 +10,15 @@ Every table here is keyed so that a key lives in the partition of the source rec
 (the dedupe table by unit code + case, the ticket table by ticket id), so the right partition for a
 write is the partition of the source event that caused it. :func:`writing_for` makes that event
 current for the duration of the writes, through the same context variable Faust's own stream
-iteration sets; Faust then does everything else as usual (changelog record on the right partition,
-persisted offsets for RocksDB, partition-count checks). The integration tests that restart a worker
-and check its recovered state are what guards this against a Faust upgrade.
+iteration sets, so the store (RocksDB: one database per partition) files the key where Faust's
+recovery will look for it. :func:`write_per_partition` sends the changelog record to that same
+partition itself and records the persisted offset as Faust's changelog callback does (see there
+why not through ``table[key] = value``). The integration tests that restart a worker and check its
+recovered state are what guards this against a Faust upgrade.
 """
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,8 @@ from typing import Any
 
 import faust.streams
 from faust.types import TP, EventT, ProducerT
+
+from streams.outbox import send_batches
 
 
 @contextmanager
@@ -57,23 +60,23 @@ async def write_per_partition(
     the changelog record in its producer buffer (``send_soon``); past 100 queued records Faust's
     conductor stops *all* consumption to drain that buffer one record at a time, which stalled the
     worker for hundreds of milliseconds after every batch. Here the value goes to the table's store
-    and its changelog record to the producer directly, awaited with the others, and the persisted
+    and its changelog record to the producer as one record batch per partition, and the persisted
     offset is recorded as Faust's own changelog callback does (RocksDB recovery starts after it).
     """
     store = table.data
     topic = table.changelog_topic.get_topic_name()
-    pending = []
+    records: list[tuple[str, bytes | None, bytes, int | None]] = []
     for partition, items in writes.items():
         with writing_for(events_by_partition[partition]):
             for key, value in items.items():
                 store[key] = value
-                pending.append(await producer.send(topic, key, value, partition, None, None))
-    if not pending:
+                records.append((topic, key, value, partition))
+    if not records:
         return 0
     last: dict[TP, int] = {}
-    for metadata in await asyncio.gather(*pending):
-        tp = TP(metadata.topic, metadata.partition)
-        last[tp] = max(last.get(tp, -1), metadata.offset)
+    for sent in await send_batches(producer, records):
+        tp = TP(sent.topic, sent.partition)
+        last[tp] = max(last.get(tp, -1), sent.last)
     for tp, offset in last.items():
         store.set_persisted_offset(tp, offset)
-    return len(pending)
+    return len(records)

@@ -1,0 +1,57 @@
+"""Record batches per partition (``streams.outbox``) against the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, TopicPartition
+from kafka.partitioner.default import murmur2
+
+from haochaping.settings import Settings
+from streams.app import create_app
+from streams.outbox import send_batches
+
+pytestmark = pytest.mark.integration
+
+
+def test_records_land_where_other_producers_put_their_keys_with_their_offsets(
+    kafka_stack: Any, settings: Settings, create_topics: Callable[..., list[str]], tmp_path: Path
+) -> None:
+    [topic] = create_topics("ledger.intake", partitions=3)
+    keys = [f"review:ev-{i}".encode() for i in range(300)]
+    # one record bigger than half a batch: the partition's batch must be sent in two parts
+    big = b"x" * (settings.streams.producer_max_batch_bytes * 2 // 3)
+    records: list[tuple[str, bytes | None, bytes, int | None]] = [
+        (topic, key, b"v-" + key, None) for key in keys
+    ] + [(topic, b"big-1", big, 1), (topic, b"big-2", big, 1)]
+    streams = settings.streams.model_copy(update={"data_dir": tmp_path})
+
+    async def send() -> list[Any]:
+        app = create_app(settings.model_copy(update={"streams": streams}))
+        await app.producer.start()
+        try:
+            return await send_batches(app.producer, records)
+        finally:
+            await app.producer.stop()
+
+    sent = asyncio.run(send())
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers, consumer_timeout_ms=2000)
+    tps = [TopicPartition(topic, p) for p in range(3)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    got = {(m.key, m.partition, m.offset) for m in consumer}
+    consumer.close()
+    # kafka-python (the API's producer of ledger.commands) puts each key where the worker put it
+    expected = {(key, (murmur2(key) & 0x7FFFFFFF) % 3) for key in keys}
+    assert {(k, p) for k, p, _ in got if k not in (b"big-1", b"big-2")} == expected
+    assert sorted(p for k, p, _ in got if k in (b"big-1", b"big-2")) == [1, 1]
+    # what send_batches reports is where the broker put them
+    for batch in sent:
+        offsets = {o for k, p, o in got if p == batch.partition}
+        assert set(range(batch.first, batch.last + 1)) <= offsets
+    assert sum(b.last - b.first + 1 for b in sent) == len(records)
