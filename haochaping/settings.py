@@ -113,7 +113,7 @@ class SinkSettings(BaseModel):
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
-    token_secret: SecretStr = SecretStr("change-me-token-secret")
+    token_secret: SecretStr = SecretStr("change-me-token-secret-for-local-use-only")
     token_issuer: str = "haochaping"
     token_ttl_minutes: int = 12 * 60
     # How long an action waits for the ledger's answer before the API says 202 and hands out a link to poll.
