@@ -71,9 +71,8 @@ class SignedRequests:
 
             await self.app(scope, replay, send_timed)
         finally:
-            self.metrics.requests.labels(scope["path"], str(status_box[0])).observe(
-                time.perf_counter() - started
-            )
+            endpoint = scope["path"] if scope["path"] in self.paths else "other"
+            self.metrics.requests.labels(endpoint, str(status_box[0])).observe(time.perf_counter() - started)
 
     async def _check(self, scope: Scope, receive: Receive) -> bytes | Response:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
