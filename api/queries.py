@@ -10,7 +10,7 @@ Table and column names follow the sinks' schema (``sinks/schema.py``, ``docs/cli
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -99,6 +99,14 @@ class Figures:
             return None
         return sum(Level(i + 1).score * n for i, n in enumerate(self.counts)) / self.total
 
+    @classmethod
+    def summed(cls, parts: Iterable[Figures]) -> Figures:
+        counts = [0, 0, 0, 0, 0]
+        for part in parts:
+            for i, n in enumerate(part.counts):
+                counts[i] += n
+        return cls((counts[0], counts[1], counts[2], counts[3], counts[4]))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
@@ -137,6 +145,12 @@ class ReviewFilter:
     channel: Channel | None = None
     # Fraud-flagged ratings are kept but left out of official figures unless asked for.
     include_flagged: bool = False
+
+    def dimensions(self) -> set[str]:
+        """The dimension columns the filter names."""
+        names = ("unit_code", "region_code", "hall_id", "window_id", "staff_id", "item_code")
+        out = {c for c in names if getattr(self, c) is not None}
+        return out | ({"channel"} if self.channel is not None else set())
 
     def dimension_clauses(self) -> tuple[list[str], dict[str, Any]]:
         clauses: list[str] = []
@@ -178,6 +192,9 @@ _STORE_TABLE = {
     Store.DAY: "satisfaction_daily",
 }
 _STORE_TIME = {Store.RAW: "rated_at", Store.MINUTE: "minute", Store.HOUR: "hour", Store.DAY: "day"}
+# The hourly rollup leaves staff and item out (sinks/schema.py: with them it would be as big as reviews):
+# a range that filters or groups by them reads minutes where it would have read hours.
+_STORE_LACKS = {Store.HOUR: frozenset({"staff_id", "item_code"})}
 # The coarsest store a series at this granularity may read: a bucket must not straddle a series point.
 _COARSEST_FOR = {
     None: Store.DAY,
@@ -213,9 +230,19 @@ def _ceil(t: datetime, store: Store) -> datetime:
     return down + step
 
 
-def plan(since: datetime, until: datetime, granularity: Granularity | None = None) -> list[Piece]:
-    """Cut ``[since, until)`` into pieces, each for the coarsest store whose buckets it covers whole."""
-    stores = [s for s in (Store.DAY, Store.HOUR, Store.MINUTE) if s <= _COARSEST_FOR[granularity]]
+def plan(
+    since: datetime,
+    until: datetime,
+    granularity: Granularity | None = None,
+    dimensions: frozenset[str] | set[str] = frozenset(),
+) -> list[Piece]:
+    """Cut ``[since, until)`` into pieces, each for the coarsest store whose buckets it covers whole
+    and that holds every dimension named (filtered or grouped by)."""
+    stores = [
+        s
+        for s in (Store.DAY, Store.HOUR, Store.MINUTE)
+        if s <= _COARSEST_FOR[granularity] and not (_STORE_LACKS.get(s, frozenset()) & dimensions)
+    ]
 
     def cut(a: datetime, b: datetime, levels: list[Store]) -> list[Piece]:
         if a >= b:
@@ -248,20 +275,19 @@ def _bucket_sql(store: Store, granularity: Granularity) -> str:
 def counts_query(
     flt: ReviewFilter,
     *,
-    select: str = "",
-    group_by: str = "",
+    group_by: str | None = None,
     granularity: Granularity | None = None,
-    extra_where: str = "",
 ) -> tuple[str, dict[str, Any]]:
-    """``SELECT {select}, c1, .., c5`` over the filter's range, summed over the pieces of its plan.
+    """``SELECT [bucket,] [key,] c1, .., c5`` over the filter's range, summed over the pieces of its plan.
 
-    ``select`` names the grouping columns as they are called in every store (e.g. ``unit_code AS key``)
-    and ``group_by`` their aliases; with a granularity, ``bucket`` is added in front of both.
+    ``group_by`` is a dimension column, returned as ``key`` (rows where it is '' are left out); with
+    a granularity, ``bucket`` is the start of each series point.
     """
     dims, params = flt.dimension_clauses()
-    if extra_where:
-        dims.append(extra_where)
-    pieces = plan(flt.since, flt.until, granularity)
+    if group_by:
+        dims.append(f"{group_by} != ''")
+    pieces = plan(flt.since, flt.until, granularity, flt.dimensions() | ({group_by} if group_by else set()))
+    keys = [*(["bucket"] if granularity is not None else []), *(["key"] if group_by else [])]
     parts = []
     for n, piece in enumerate(pieces):
         column = _STORE_TIME[piece.store]
@@ -271,23 +297,19 @@ def counts_query(
         else:
             params[f"s{n}"], params[f"u{n}"] = piece.since, piece.until
             when = [f"{column} >= {{s{n}:DateTime64(3)}}", f"{column} < {{u{n}:DateTime64(3)}}"]
-        heads = [h for h in (select,) if h]
+        heads = []
         if granularity is not None:
-            heads.insert(0, f"{_bucket_sql(piece.store, granularity)} AS bucket")
-        keys = ", ".join(
-            [*(["bucket"] if granularity is not None else []), *([group_by] if group_by else [])]
-        )
+            heads.append(f"{_bucket_sql(piece.store, granularity)} AS bucket")
+        if group_by:
+            heads.append(f"{group_by} AS key")
+        heads.append(_counts_sql(piece.store, flt.include_flagged))
         parts.append(
-            f"SELECT {', '.join([*heads, _counts_sql(piece.store, flt.include_flagged)])}"
-            f" FROM {_STORE_TABLE[piece.store]} WHERE {' AND '.join(when + dims)}"
-            + (f" GROUP BY {keys}" if keys else "")
+            f"SELECT {', '.join(heads)} FROM {_STORE_TABLE[piece.store]} WHERE {' AND '.join(when + dims)}"
+            + (f" GROUP BY {', '.join(keys)}" if keys else "")
         )
-    outer_keys = ", ".join(
-        [*(["bucket"] if granularity is not None else []), *([group_by] if group_by else [])]
-    )
     sums = ", ".join(f"sum(c{s}) AS c{s}" for s in range(1, 6))
-    sql = f"SELECT {outer_keys + ', ' if outer_keys else ''}{sums} FROM ({' UNION ALL '.join(parts)})" + (
-        f" GROUP BY {outer_keys}" if outer_keys else ""
+    sql = f"SELECT {', '.join([*keys, sums])} FROM ({' UNION ALL '.join(parts)})" + (
+        f" GROUP BY {', '.join(keys)}" if keys else ""
     )
     return sql, params
 
@@ -333,9 +355,7 @@ def ranking(
     limit: int,
 ) -> list[RankRow]:
     column = _DIMENSION_COLUMN[dimension]
-    inner, params = counts_query(
-        flt, select=f"{column} AS key", group_by="key", extra_where=f"{column} != ''"
-    )
+    inner, params = counts_query(flt, group_by=column)
     params.update({"min_sample": min_sample, "limit": limit})
     # The rollups have no unit names: they come from the newest review of each unit, after the ranking.
     # Worst first: lowest 满意率 / score, highest 差评率 (the 蜗牛奖 list). Ties go by sample size so
@@ -348,20 +368,23 @@ def ranking(
         f" ORDER BY m {order}, c1 + c2 + c3 + c4 + c5 DESC, key ASC LIMIT {{limit:UInt32}}"
     )
     rows = client.query(sql, parameters=params).result_rows
-    names = unit_names(client, [str(r[0]) for r in rows]) if dimension is Dimension.UNIT else {}
+    names = unit_names(client, [str(r[0]) for r in rows], flt) if dimension is Dimension.UNIT else {}
     return [
         RankRow(rank=i + 1, key=str(r[0]), name=names.get(str(r[0])), figures=Figures(_counts(r[2:7])))
         for i, r in enumerate(rows)
     ]
 
 
-def unit_names(client: Any, codes: Sequence[str]) -> dict[str, str]:
+def unit_names(client: Any, codes: Sequence[str], flt: ReviewFilter) -> dict[str, str]:
+    """Each unit's name as its newest review in the filter's range gives it (a 通报 of a past month
+    shows the name the unit had then); bounded by the range so it reads the ranked units' rows only."""
     if not codes:
         return {}
     rows = client.query(
         f"SELECT unit_code, argMax(unit_name, rated_at) FROM {REVIEWS}"
-        " WHERE unit_code IN {codes:Array(String)} GROUP BY unit_code",
-        parameters={"codes": list(codes)},
+        " WHERE unit_code IN {codes:Array(String)}"
+        " AND rated_at >= {since:DateTime64(3)} AND rated_at < {until:DateTime64(3)} GROUP BY unit_code",
+        parameters={"codes": list(codes), "since": flt.since, "until": flt.until},
     ).result_rows
     return {str(c): str(n) for c, n in rows}
 
@@ -549,9 +572,9 @@ def monthly_report(client: Any, month: date, *, unit_code: str | None) -> list[R
     """
     since, until = month_bounds(month)
     flt = ReviewFilter(since=since, until=until, unit_code=unit_code)
-    sql, params = counts_query(flt, select="unit_code", group_by="unit_code")
+    sql, params = counts_query(flt, group_by="unit_code")
     reviews = [(r[0], "", *r[1:]) for r in client.query(sql, parameters=params).result_rows]
-    names = unit_names(client, [str(r[0]) for r in reviews])
+    names = unit_names(client, [str(r[0]) for r in reviews], flt)
     reviews = [(code, names.get(code, ""), *rest) for code, _, *rest in reviews]
     tflt = TicketFilter(unit_code=unit_code, opened_since=since, opened_until=until)
     twhere, tparams = tflt.where()

@@ -12,6 +12,7 @@ Uses a fresh topic prefix and database each run and drops the database afterward
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import time
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from prometheus_client import CollectorRegistry
 
 from haochaping.settings import ClickHouseSettings, KafkaSettings, Settings, SinkSettings
-from sinks.clickhouse import connect
+from sinks.clickhouse import INSERT_SETTINGS, connect
 from sinks.metrics import SinkMetrics
 from sinks.schema import Target, migrate
 from sinks.writer import SinkWriter, WriterThread
@@ -97,7 +98,17 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--batch-rows", type=int, default=20_000)
     ap.add_argument("--insert-threads", type=int, default=2)
+    ap.add_argument(
+        "--insert-setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra ClickHouse setting on every insert, to try one (e.g. parallel_view_processing=1)",
+    )
     args = ap.parse_args()
+    for item in args.insert_setting:
+        name, _, value = item.partition("=")
+        INSERT_SETTINGS[name] = value
 
     tag = uuid.uuid4().hex[:8]
     settings = Settings(
@@ -135,11 +146,12 @@ def main() -> None:
                 time.sleep(0.02)
             elapsed = time.perf_counter() - t0
         in_ch = int(client.query(f"SELECT count() FROM {table}").result_rows[0][0])
-        rollup = int(
-            client.query(
-                f"SELECT sum(n1+n2+n3+n4+n5+f1+f2+f3+f4+f5) FROM {settings.clickhouse.database}.satisfaction_minute"
-            ).result_rows[0][0]
-        )
+        db = settings.clickhouse.database
+        counted = "sum(n1+n2+n3+n4+n5+f1+f2+f3+f4+f5)"
+        rollups = {
+            t: int(client.query(f"SELECT {counted} FROM {db}.{t}").result_rows[0][0])
+            for t in ("satisfaction_minute", "satisfaction_hourly", "satisfaction_daily")
+        }
         samples = [
             s
             for m in metrics.batch_seconds.collect()
@@ -156,7 +168,11 @@ def main() -> None:
 
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"reviews into ClickHouse: {args.n:,} in {elapsed:.2f}s = {args.n / elapsed:,.0f} reviews/s")
-        print(f"rows in reviews: {in_ch:,}; in the minute rollup: {rollup:,}")
+        print(
+            f"rows in reviews: {in_ch:,}; ratings counted in "
+            + ", ".join(f"{t} {n:,}" for t, n in rollups.items())
+        )
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
         print(f"batches: {int(total)}; insert latency p50 <= {quantile(0.5)} s, p99 <= {quantile(0.99)} s")
         print(f"peak RSS of the writer process: {rss_mb:,.0f} MB")
     finally:

@@ -393,27 +393,34 @@ ALERTS = Table(
 # the narrower columns halve what a query over a month reads.
 
 
-def _rollup_table(name: str, bucket: str, comment: str) -> Table:
+def _rollup_table(name: str, bucket: str, comment: str, dimensions: Sequence[str] = _DIMENSIONS) -> Table:
+    names = [d.split()[0] for d in dimensions]
     return Table(
         name=name,
         comment=comment,
         columns=(
             bucket,
-            *_DIMENSIONS,
+            *dimensions,
             *(f"n{i} UInt32" for i in range(1, 6)),
             *(f"f{i} UInt32" for i in range(1, 6)),
         ),
         engine="SummingMergeTree",
         partition_by=f"toYYYYMM({bucket.split()[0]})",
-        order_by=f"(region_code, unit_code, {bucket.split()[0]}, hall_id, window_id, staff_id, item_code, channel)",
+        order_by=f"({', '.join(names[:2])}, {bucket.split()[0]}, {', '.join(names[2:])})",
         shard_by="cityHash64(unit_code)",
     )
 
 
+# Per hour without staff and item: staff x item x hour is about as many rows as reviews, and hourly
+# figures are asked per unit, hall, window or channel. A filter on staff or item at hour granularity is
+# answered from the minute rollup (api/queries.py picks the store by the dimensions it needs).
+HOURLY_DIMENSIONS = tuple(d for d in _DIMENSIONS if d.split()[0] not in ("staff_id", "item_code"))
 SATISFACTION_HOURLY = _rollup_table(
     "satisfaction_hourly",
     f"hour DateTime('{TZ}')",
-    "Ratings per Beijing hour and dimension, by stars: n1..n5 official, f1..f5 fraud-flagged.",
+    "Ratings per Beijing hour, unit, hall, window and channel (no staff, no item), by stars: "
+    "n1..n5 official, f1..f5 fraud-flagged.",
+    HOURLY_DIMENSIONS,
 )
 SATISFACTION_DAILY = _rollup_table(
     "satisfaction_daily",
@@ -422,22 +429,27 @@ SATISFACTION_DAILY = _rollup_table(
 )
 
 
-def _rollup_mv(name: str, to: str, bucket: str) -> MaterializedView:
+def _dimension_names(table: Table) -> str:
+    return ", ".join(c.split()[0] for c in table.columns[1:] if "LowCardinality" in c)
+
+
+def _rollup_mv(name: str, to: Table, bucket: str) -> MaterializedView:
+    dims = _dimension_names(to)
     return MaterializedView(
         name=name,
         source="reviews",
-        to=to,
+        to=to.name,
         select=(
-            f"SELECT {bucket}, {', '.join(_DIMENSION_NAMES)},\n    {_COUNTS}\n"
-            f"FROM {{source}}\nGROUP BY {bucket.rsplit(' AS ', 1)[-1]}, {', '.join(_DIMENSION_NAMES)}"
+            f"SELECT {bucket}, {dims},\n    {_COUNTS}\n"
+            f"FROM {{source}}\nGROUP BY {bucket.rsplit(' AS ', 1)[-1]}, {dims}"
         ),
     )
 
 
 SATISFACTION_HOURLY_MV = _rollup_mv(
-    "satisfaction_hourly_mv", "satisfaction_hourly", "toStartOfHour(rated_at) AS hour"
+    "satisfaction_hourly_mv", SATISFACTION_HOURLY, "toStartOfHour(rated_at) AS hour"
 )
-SATISFACTION_DAILY_MV = _rollup_mv("satisfaction_daily_mv", "satisfaction_daily", "toDate(rated_at) AS day")
+SATISFACTION_DAILY_MV = _rollup_mv("satisfaction_daily_mv", SATISFACTION_DAILY, "toDate(rated_at) AS day")
 
 
 def _backfill(t: Target) -> list[str]:
@@ -453,11 +465,11 @@ def _backfill(t: Target) -> list[str]:
     out: list[str] = []
     if not t.cluster:
         sums = ", ".join([f"sum(n{i})" for i in range(1, 6)] + [f"sum(f{i})" for i in range(1, 6)])
-        dims = ", ".join(_DIMENSION_NAMES)
         for table, bucket in (
             (SATISFACTION_HOURLY, "toStartOfHour(minute)"),
             (SATISFACTION_DAILY, "toDate(minute)"),
         ):
+            dims = _dimension_names(table)
             out.append(
                 f"INSERT INTO {t.q(table.name)} SELECT {bucket} AS b, {dims}, {sums}\n"
                 f"FROM {t.q(SATISFACTION_MINUTE.name)} GROUP BY b, {dims}\n"

@@ -100,12 +100,14 @@ def satisfaction(
             detail=f"the range holds more than {_MAX_POINTS} {granularity.value}s; "
             "narrow since/until or choose a coarser granularity",
         )
-    total = queries.satisfaction(client, flt)
-    series = (
-        [{"at": p.at, **p.figures.as_dict()} for p in queries.satisfaction_series(client, flt, granularity)]
-        if granularity is not None
-        else None
-    )
+    series = None
+    if granularity is None:
+        total = queries.satisfaction(client, flt)
+    else:
+        points = queries.satisfaction_series(client, flt, granularity)
+        # The points split the range without overlap: their sum is the total, one query fewer.
+        total = queries.Figures.summed(p.figures for p in points)
+        series = [{"at": p.at, **p.figures.as_dict()} for p in points]
     return {"filter": _filter_echo(flt), **total.as_dict(), "granularity": granularity, "series": series}
 
 

@@ -188,3 +188,14 @@ def test_rankings_over_ragged_ranges_rank_by_the_raw_recount(
         r["staff_id"] for r in days if since <= r["rated_at"] < until and not r["fraud_flags"]
     )
     assert {row["key"]: row["total"] for row in body["items"]} == dict(per_staff)
+
+
+def test_staff_and_item_figures_never_come_from_the_hourly_rollup_that_lacks_them() -> None:
+    since = datetime(2026, 3, 1, 10, tzinfo=BEIJING)
+    for dims in ({"staff_id"}, {"item_code", "unit_code"}):
+        stores = {p.store for p in plan(since, since + timedelta(days=3, hours=5), Granularity.HOUR, dims)}
+        assert stores == {Store.MINUTE}
+        assert Store.HOUR not in {
+            p.store for p in plan(since, since + timedelta(days=3, hours=5), None, dims)
+        }
+    assert Store.HOUR in {p.store for p in plan(since, since + timedelta(days=1), None, {"window_id"})}
