@@ -54,7 +54,8 @@ def _table(stats: SendStats, options: SimulationOptions, held: int) -> Table:
     table = Table(title=f"示范市 → {options.ingest_url}", show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    table.add_row("elapsed", f"{elapsed:6.1f} s of {options.duration:.0f} s")
+    until = "until Ctrl-C" if options.duration == float("inf") else f"of {options.duration:.0f} s"
+    table.add_row("elapsed", f"{elapsed:6.1f} s {until}")
     table.add_row("citizens' actions", f"{stats.happenings:,} ({stats.happenings / elapsed:,.0f}/s)")
     table.add_row(
         "requests", f"{stats.requests:,} ({stats.requests / elapsed:,.0f}/s), {stats.in_flight} in flight"
