@@ -131,6 +131,7 @@ class Sender:
         self.on_accepted = on_accepted
         self.stats = SendStats()
         self._invitations: dict[str, asyncio.Event] = {}
+        self._failing_since: float | None = None  # start of the current run of failed requests
         self._client = httpx.AsyncClient(
             base_url=ingest_url.rstrip("/"),
             timeout=timeout,
@@ -195,7 +196,12 @@ class Sender:
                 self.stats.statuses[status] += 1
                 self.stats.request_seconds.append(time.monotonic() - t0)
                 if status == 0 or status in _RETRY_STATUSES:
-                    if time.monotonic() >= deadline:
+                    now = time.monotonic()
+                    if self._failing_since is None:
+                        self._failing_since = now
+                    # Give up when this request, or ingest as a whole, has failed for retry_for: with
+                    # ingest down for good, the queue then empties in seconds, not queue × retry_for.
+                    if now >= deadline or now - self._failing_since >= self.retry_for:
                         self.stats.failed += 1
                         self.stats.note(
                             f"{path}: gave up after {self.retry_for:.0f} s: {problem or f'HTTP {status}'}"
@@ -206,6 +212,7 @@ class Sender:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
+                self._failing_since = None
                 self._settle(emission, status, answer, first_sent, time.time())
                 return
         finally:
