@@ -26,7 +26,14 @@ import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from haochaping.domain.config import DomainConfig
-from haochaping.domain.ledger import DeadlinePolicy, apply_command, check_deadlines, open_from_intake
+from haochaping.domain.ledger import (
+    CLOCK_RUNNING,
+    DeadlinePolicy,
+    apply_command,
+    check_deadlines,
+    open_from_intake,
+    warning_point,
+)
 from haochaping.domain.records import (
     Alert,
     AlertKind,
@@ -74,11 +81,25 @@ class _State:
         )
 
 
+def _earliest_check(ticket: Ticket, policy: DeadlinePolicy) -> datetime | None:
+    """No ``check_deadlines`` finds anything for ``ticket`` before this moment (None: never, as stored).
+
+    Mirrors the conditions of ``haochaping.domain.ledger.check_deadlines``: the clock must run, a
+    deadline is escalated once, and 预警 comes at the warning point. It only has to be early, never
+    late: the check itself still decides.
+    """
+    if ticket.status not in CLOCK_RUNNING or ticket.escalated_due == ticket.due:
+        return None
+    if ticket.warned:
+        return ticket.due
+    return min(ticket.due, warning_point(ticket, policy.warning_share))
+
+
 class LedgerStage:
     def __init__(self, calendar: WorkCalendar, policy: DeadlinePolicy) -> None:
         self.calendar = calendar
         self.policy = policy
-        self._decoded: dict[bytes, _State] = {}
+        self._earliest: dict[bytes, tuple[int, datetime | None]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, config: DomainConfig) -> LedgerStage:
@@ -188,23 +209,29 @@ class LedgerStage:
     ) -> list[tuple[bytes, bytes]]:
         """``(ticket key, DeadlineTick)`` for every stored ticket owned here that has a check due.
 
-        The scan runs every few seconds over the whole table; decoding every stored ticket each time
-        cost more than the checks. A value that has not changed since the last scan is the same bytes
-        object in the table, so its decoded state is kept from one scan to the next (and only those
-        of this scan are kept, so the cache never outgrows the table).
+        The scan runs every few seconds over the whole table, and decoding every stored ticket each
+        time cost more than the checks. A value that has not changed since the last scan is the same
+        bytes in the table, so for each one the scan keeps only its partition and the earliest moment
+        a check could find something (:func:`_earliest_check`); a ticket is decoded again when its
+        value changes or that moment has come, and the domain's ``check_deadlines`` decides as before.
+        Only the values of this scan are kept, so the cache never outgrows the table (a few hundred
+        bytes per ticket, not the decoded ticket).
         """
-        decoded: dict[bytes, _State] = {}
+        kept: dict[bytes, tuple[int, datetime | None]] = {}
         out: list[tuple[bytes, bytes]] = []
-        previous = self._decoded
+        previous = self._earliest
         for key, raw in items:
-            state = previous.get(raw)
-            if state is None:
+            cached = previous.get(raw)
+            if cached is None:
                 state = _State.decode(raw)
-            decoded[raw] = state
-            tick = self._tick(state, now, owned)
-            if tick is not None:
-                out.append((key, tick))
-        self._decoded = decoded
+                cached = (state.partition, _earliest_check(state.ticket, self.policy))
+            kept[raw] = cached
+            partition, earliest = cached
+            if partition in owned and earliest is not None and now >= earliest:
+                tick = self._tick(_State.decode(raw), now, owned)
+                if tick is not None:
+                    out.append((key, tick))
+        self._earliest = kept
         return out
 
     def tick_for(self, raw: bytes, now: datetime, owned: Collection[int]) -> bytes | None:

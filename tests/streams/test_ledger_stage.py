@@ -6,6 +6,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from haochaping.domain.contract import BEIJING
 from haochaping.domain.ledger import DeadlinePolicy, make_intake
@@ -186,3 +188,24 @@ def test_deadline_ticks_warn_then_escalate_once_each() -> None:
     [escalated] = events(first)
     assert escalated["type"] == "escalated" and escalated["ticket"]["colour"] == "yellow"
     assert [orjson.loads(o.value)["kind"] for o in first.out if o.topic == ALERTS] == ["overdue"]
+
+
+@given(
+    hours=st.lists(st.integers(min_value=0, max_value=24 * 60), min_size=1, max_size=12),
+    text=st.sampled_from(["态度很差", "窗口要辛苦费", "跑了三趟还没办成"]),
+)
+def test_the_deadline_scan_finds_exactly_the_ticks_a_check_of_each_ticket_finds(
+    hours: list[int], text: str
+) -> None:
+    """The scan's cache of unchanged tickets never hides a tick, whatever the clock does between scans."""
+    st_, table = stage(), Table()
+    tid, intake = intake_for(text)
+    run(st_, table, [(LEDGER_INTAKE, intake)])
+    start = datetime(2026, 11, 25, 10, 0, tzinfo=BEIJING)
+    for h in hours:
+        now = start + timedelta(hours=h)
+        expected = st_.tick_for(table[tid.encode()], now, owned={1})
+        found = st_.ticks_due(list(table.items()), now, owned={1})
+        assert found == ([(tid.encode(), expected)] if expected is not None else [])
+        if expected is not None:  # apply it, as the ledger agent would: the stored ticket changes
+            run(st_, table, [(LEDGER_INTAKE, expected)])
