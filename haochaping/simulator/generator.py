@@ -402,7 +402,7 @@ class CityGenerator:
             low, high = self.rates.callback_seconds
             called = now + timedelta(seconds=self._rng.uniform(low, high))
             stars = self._stars(0.25)
-            callback = {
+            callback: dict[str, Any] = {
                 "order_id": order_id,
                 "callback_id": f"cb-{order_id}",
                 "stars": stars,

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from haochaping.settings import (
     ApiSettings,
@@ -76,7 +76,7 @@ class Pipeline:
         kafka_port, controller_port, http_port, tcp_port, ingest_port, api_port = free_ports(6)
         tag = uuid.uuid4().hex[:8]
         self.settings = Settings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             var_dir=self.var_dir,
             kafka=KafkaSettings(
                 bootstrap_servers=f"127.0.0.1:{kafka_port}",
@@ -224,7 +224,7 @@ class Pipeline:
             key, counts = tuple(str(v) for v in row[:8]), row[8:]
             for stars, n in enumerate(counts, start=1):
                 if n:
-                    out[(*key, stars)] += int(n)  # type: ignore[arg-type]
+                    out[cast(FigureKey, (*key, stars))] += int(n)
         return out
 
     def review_ticket_cases(self) -> Counter[str]:

@@ -185,6 +185,7 @@ class Sender:
                 )
                 headers["Content-Type"] = "application/json"
                 t0 = time.monotonic()
+                problem: str | None
                 try:
                     response = await self._client.post(path, content=body, headers=headers)
                 except httpx.TransportError as exc:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from haochaping.domain.contract import BEIJING
 
@@ -40,7 +40,7 @@ def expected_figures(rows: Iterable[Mapping[str, Any]]) -> Counter[FigureKey]:
     figures: Counter[FigureKey] = Counter()
     for row in counted_reviews(rows).values():
         dims = tuple(row.get(d) or "" for d in DIMENSIONS)
-        figures[(minute_of(row["at"]), *dims, int(row["stars"]))] += 1  # type: ignore[arg-type]
+        figures[cast(FigureKey, (minute_of(row["at"]), *dims, int(row["stars"])))] += 1
     return figures
 
 
