@@ -96,6 +96,15 @@ class StreamsSettings(BaseModel):
     commit_interval_seconds: float = 1.0
     # How often the ledger looks for tickets whose 预警 or deadline has come.
     deadline_check_seconds: float = 5.0
+    # How long 一次一评 remembers a case and stage: a rating period (a year) plus the time appeals and
+    # 复核 of that period's ratings take. A second rating of the same case more than this many days
+    # after the first counts as a new rating, and the purge deletes dedupe keys older than this.
+    dedupe_horizon_days: int = Field(default=400, ge=1)
+    # A purge of the dedupe table starts over each source partition at most this often.
+    dedupe_purge_interval_minutes: float = Field(default=60.0, ge=0)
+    # Dedupe keys the purge looks at per batch and partition, hence at most this many deletions per
+    # batch: bounds the time and changelog records the purge adds to one batch.
+    dedupe_purge_keys_per_batch: int = Field(default=2000, ge=1)
 
 
 class SinkSettings(BaseModel):
@@ -134,6 +143,8 @@ class Settings(BaseSettings):
 
     # Where local services keep their data, logs and downloaded jars (git ignores it).
     var_dir: Path = Path("var")
+    # Address the worker's and the sink's Prometheus endpoints bind to: 0.0.0.0 in a container.
+    metrics_host: str = "127.0.0.1"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)

@@ -62,7 +62,7 @@ def sink(ctx: typer.Context) -> None:
     if settings.sink.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.sink.metrics_port, addr="127.0.0.1")
+        start_http_server(settings.sink.metrics_port, addr=settings.metrics_host)
 
     async def main() -> None:
         writer = SinkWriter(settings)

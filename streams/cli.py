@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
         stages = Stages.from_settings(settings)
         faust_app = create_app(settings, stages)
         if settings.streams.metrics_port:
-            start_http_server(settings.streams.metrics_port, addr="127.0.0.1")
+            start_http_server(settings.streams.metrics_port, addr=settings.metrics_host)
         faust_worker = Worker(faust_app, loglevel=loglevel, quiet=True)
         # At warning and above Faust installs a terminal spinner that sets the root logger to DEBUG
         # so that it ticks on every record: every debug call of aiokafka and Faust then builds a

@@ -134,9 +134,9 @@ class Urgency(enum.StrEnum):
 
 CODE_PATTERN = r"^[0-9A-Za-z_.:\-]+$"
 # 行政区划代码: 6 digits (county level) or 9/12 (township / village).
-REGION_PATTERN = r"^\d{6}(\d{3}){0,2}$"
+REGION_PATTERN = r"^[0-9]{6}([0-9]{3}){0,2}$"
 # 统一社会信用代码: 18 characters, digits and capital letters except I, O, S, V, Z.
-UNIT_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{2}\d{6}[0-9A-HJ-NPQRTUWXY]{10}$"
+UNIT_PATTERN = r"^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$"
 PSEUDONYM_PATTERN = r"^p1_[0-9a-f]{32}$"
 STAGE_PATTERN = r"^[a-z][a-z_]{0,31}$"
 

@@ -105,6 +105,11 @@ class TestReview:
     def test_unit_code_must_be_a_credit_code(self) -> None:
         assert "/unit_code" in problems_of(review_payload(unit_code="11330102002495613I"))
 
+    def test_codes_take_ascii_digits_only(self) -> None:
+        # "\d" would let Arabic-Indic or full-width digits through into keys and ClickHouse.
+        problems = problems_of(review_payload(region_code="33010٢", unit_code="113301020024956١3X"))
+        assert set(problems) == {"/region_code", "/unit_code"}
+
 
 _codes = st.from_regex(r"[0-9A-Za-z_.:\-]{1,20}", fullmatch=True)
 _optional_codes = st.none() | _codes
