@@ -13,9 +13,10 @@ STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 demo: install stack-install
 	$(BIN)/haochaping demo
 
-## test: install what is missing, start the real Kafka and ClickHouse for the tests, run them all
+## test: install what is missing, start the real Kafka and ClickHouse for the tests, run them
+## (all but the fault drills, which take minutes each: `make drills`)
 test: install stack-install browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not drill"
 
 ## lint: ruff (lint + format check) and mypy (strict on the domain core)
 lint: install

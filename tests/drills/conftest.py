@@ -13,10 +13,6 @@ import pytest
 from haochaping.simulator.pipeline import REPO_ROOT, Pipeline, pipeline
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "drill: a fault drill on a whole private pipeline (make drills)")
-
-
 @pytest.fixture
 def drill_var() -> Path:
     root = REPO_ROOT / "var" / "drills"
