@@ -5,6 +5,8 @@ batch's start offset again with the intent ``last=<offset>`` in the commit metad
 with the deduplication token ``topic:partition:start-last``, then commit ``last + 1``. A crash anywhere
 leaves either nothing inserted or an intent that makes the next reader cut the same batch with the
 same token, which ClickHouse drops if it had landed (see sinks/batches.py and docs/clickhouse.md).
+Before the insert, records another batch wrote already (the stream's at-least-once copies, same id at
+another offset) are left out, and the rest are marked with the batch's token (sinks/repeats.py).
 
 aiokafka rather than kafka-python: measured here on 300k review records, aiokafka's consumer (record
 parsing in Cython) read 300k records/s, kafka-python 3.0's 31k/s (9k/s with CRC checks): the writer's
@@ -342,6 +344,9 @@ class SinkWriter:
             rejected = (
                 self._insert_or_split(client, table, fresh, 0, len(fresh), fresh.token) if len(fresh) else []
             )
+            if rejected:  # the dead-letter topic gets the bytes as they came, not as marked
+                original = dict(zip(batch.offsets, batch.values, strict=True))
+                rejected = [Rejected(r.offset, original[r.offset], r.reason) for r in rejected]
         except Exception as exc:
             from clickhouse_connect.driver.exceptions import OperationalError
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections import Counter
 from typing import Any
@@ -217,7 +218,7 @@ def test_a_record_clickhouse_refuses_goes_to_the_dead_letter_topic_and_the_rest_
 
     good = [review(i) for i in range(40)]
     records = [(r.unit_code.encode(), dumps(r)) for r in good]
-    records.insert(17, (UNITS[0].encode(), b'{"event_id": "broken", "stars": "five"'))
+    records.insert(17, (UNITS[0].encode(), b'{"event_id": "broken", "stars": "five"}'))
     produce("reviews.accepted", [(UNITS[0].encode(), v) for _, v in records])  # one partition: one batch
     with writer(sink_settings):
         wait_for(lambda: count(migrated, "SELECT count() FROM reviews") == 40, what="the 40 good reviews")
@@ -232,5 +233,6 @@ def test_a_record_clickhouse_refuses_goes_to_the_dead_letter_topic_and_the_rest_
     assert len(letters) == 1
     assert letters[0]["stage"] == "sinks.clickhouse"
     assert letters[0]["offset"] == 17
+    assert base64.b64decode(letters[0]["original_b64"]) == records[17][1]  # as it came, unmarked
     assert "reviews" in letters[0]["reason"] and "Cannot parse" in letters[0]["reason"]
     assert count(migrated, "SELECT count() FROM reviews") == 40
