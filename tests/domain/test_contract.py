@@ -92,7 +92,9 @@ class TestReview:
     def test_missing_field(self) -> None:
         payload = review_payload()
         del payload["unit_code"]
-        assert problems_of(payload) == {"/unit_code": "Field required: add it (see the JSON Schema: haochaping schema)"}
+        assert problems_of(payload) == {
+            "/unit_code": "Field required: add it (see the JSON Schema: haochaping schema)"
+        }
 
     def test_nested_pointer_for_tags(self) -> None:
         problems = problems_of(review_payload(tags=["ok", "bad tag!"]))
