@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import TypeVar
 
+from haochaping.domain.contract import Review
 from haochaping.domain.fraud import FraudDetector
 from haochaping.domain.ledger import DeadlinePolicy, check_deadlines, open_ticket
 from haochaping.domain.satisfaction import Figures, SpikeDetector
 from haochaping.domain.triage import RepeatTracker, Triage, TriageRules, repeat_keys
 from haochaping.domain.workdays import WorkCalendar
-from tests.domain.factories import review_factory
 
 T = TypeVar("T")
 
@@ -32,6 +32,20 @@ TEXTS = [
     "系统卡顿",
     "一般般吧" * 10,
 ]
+
+
+def review_factory(**fields: object) -> Review:
+    payload: dict[str, object] = {
+        "channel": "hall_device",
+        "case_no": f"330102-2026-{fields['event_id']}",
+        "region_code": "330102",
+        "hall_id": "hall-01",
+        "unit_code": "11330102002495613X",
+        "unit_name": "杭州市上城区市场监督管理局",
+        "window_id": f"w-{hash(fields['event_id']) % 40}",
+        "item_code": "330102-0001-XK-01",
+    }
+    return Review.model_validate(payload | fields)
 
 
 def measure(name: str, fn: Callable[[T], object], items: Iterable[T]) -> None:
