@@ -1,4 +1,5 @@
-"""Fixtures of the API tests: seeded ClickHouse tables, tokens, a running app.
+"""Fixtures of the API tests: seeded ClickHouse tables, tokens, a running app, and the whole real
+pipeline (``real_pipeline``: ingest, worker, sink and API as processes) for the end-to-end tests.
 
 The tables are the sinks' own (``sinks.schema.migrate``); tickets are seeded as ledger events, the way
 the sink writes them, and reach ``tickets`` through the sinks' materialized view.
@@ -7,20 +8,27 @@ the sink writes them, and reach ``tickets`` through the sinks' materialized view
 from __future__ import annotations
 
 import random
+import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+import httpx
+import orjson
 import pytest
 
 from api.auth import mint_token
 from haochaping.domain.contract import BEIJING
 from haochaping.domain.records import Role
 from haochaping.settings import Settings
+
+if TYPE_CHECKING:
+    from haochaping.simulator.pipeline import Pipeline
 
 UNITS = {
     "11330102002495613X": "杭州市上城区市场监督管理局",
@@ -194,3 +202,78 @@ def running_api(settings: Settings) -> Iterator[Callable[[], RunningApi]]:
     for server, thread in servers:
         server.should_exit = True
         thread.join(10)
+
+
+# -- the whole chain: ingest, worker, sink and API as processes -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_pipeline(kafka_libs_dir: Path) -> Iterator[Pipeline]:
+    """Kafka, ClickHouse, ingest, one Faust worker, the sink and the API, each a real process on
+    private servers and free ports (``haochaping.simulator.pipeline``); once per module, since
+    starting it all takes most of a minute."""
+    from haochaping.simulator.pipeline import REPO_ROOT, pipeline
+
+    root = REPO_ROOT / "var" / "api-e2e"
+    root.mkdir(parents=True, exist_ok=True)
+    with pipeline(root, kafka_libs_dir, workers=1, api=True) as p:
+        try:
+            wait_until(lambda: httpx.get(api_url(p, "/readyz")).status_code == 200, 60, "the API ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{p.logs()}") from exc
+        yield p
+
+
+def api_url(p: Pipeline, path: str) -> str:
+    return f"http://127.0.0.1:{p.settings.api.port}{path}"
+
+
+def ingest_url(p: Pipeline, path: str) -> str:
+    return f"http://127.0.0.1:{p.settings.ingest.port}{path}"
+
+
+def wait_until(check: Callable[[], object], timeout: float, what: str) -> Any:
+    """Poll ``check`` until it returns something truthy; fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = check()
+        except (httpx.HTTPError, KeyError, IndexError) as exc:
+            last_error, value = exc, None
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"waited {timeout:.0f} s for {what}; last error: {last_error!r}")
+
+
+def bad_review(unit: str, case_no: str, *, stars: int = 1, text: str = "窗口人员态度差") -> dict[str, Any]:
+    """A review as a hall device sends it to ingest, rated just now."""
+    return {
+        "event_id": f"e2e-{case_no}", "channel": "hall_device", "stars": stars, "case_no": case_no,
+        "region_code": "330102", "hall_id": "hall-1", "unit_code": unit, "unit_name": UNITS[unit],
+        "window_id": "w-1", "staff_id": "s-1", "item_code": "330102-0001-XK-01", "item_name": "食品经营许可",
+        "device_id": "dev-e2e", "rated_at": datetime.now(BEIJING).isoformat(), "text": text, "real_name": True,
+    }  # fmt: skip
+
+
+def post_to_ingest(p: Pipeline, review: dict[str, Any]) -> httpx.Response:
+    """Signed as a device would sign it (``signing.signed_headers``), with the pipeline's sender key."""
+    from haochaping.domain.signing import signed_headers
+
+    key_id, secret = next(iter(p.settings.ingest.sender_keys.items()))
+    body = orjson.dumps(review)
+    headers = signed_headers(
+        key_id, secret.get_secret_value(), "POST", "/v1/reviews", body,
+        now=time.time(), nonce=secrets.token_hex(12),
+    )  # fmt: skip
+    return httpx.post(
+        ingest_url(p, "/v1/reviews"),
+        content=body,
+        headers={"Content-Type": "application/json", **headers},
+        timeout=15,
+    )
+
+
+def pipeline_token(p: Pipeline, role: Role, unit: str | None = None, sub: str = "tester") -> dict[str, str]:
+    return {"Authorization": "Bearer " + mint_token(p.settings.api, role=role, sub=sub, unit_code=unit)}

@@ -1,9 +1,12 @@
-"""Actions through the real broker: the API publishes a command and answers with the ledger's verdict.
+"""Actions through the real broker, with a stand-in for the stream: what the API itself does.
 
-``StandInLedger`` plays the *stream's* part only (reads ``ledger.commands``, answers on
-``ledger.events``) so this test does not depend on the Faust worker being runnable here. It allows
-start_rectifying on a new ticket and refuses anything else, with a reason, like the real ledger's
-REFUSED events. The lead wires the real worker in for the end-to-end test.
+``StandInLedger`` stands in for the Faust worker's ledger agent (``streams/``) and nothing else: it reads
+``ledger.commands`` and answers on ``ledger.events`` as the worker would, allowing start_rectifying on a
+new or assigned ticket and refusing anything else with a reason, like the real ledger's REFUSED events.
+It lets these tests see what the real worker cannot be made to do on demand: stay silent (the 202 +
+poll path when no answer comes in time) and show the command exactly as the API put it on the broker
+(the actor taken from the token). The same round-trip with the real worker, from a review posted to
+ingest to 销号, is ``test_ledger_real_stream.py``.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ pytestmark = pytest.mark.integration
 
 
 class StandInLedger:
-    """Answers commands for a stand-in; never the real ledger (see the module docstring)."""
+    """Answers commands in place of the worker's ledger agent; never the real ledger (see the module docstring)."""
 
     def __init__(self, settings: Settings, tickets: dict[str, Ticket], *, silent: bool = False) -> None:
         self.settings = settings
