@@ -58,6 +58,9 @@ class IngestSettings(BaseModel):
     # How long connecting to the cluster may take when ingest (re)connects; a request never waits longer.
     connect_timeout_seconds: float = 2.0
     retry_after_seconds: int = 5
+    # After this long with every write failing and none acknowledged, the producer is replaced by a
+    # fresh one (a stuck kafka-python producer does not recover by itself; see ingest/producer.py).
+    producer_reset_after_seconds: float = 10.0
     linger_ms: int = 2
     # Per provincial source (its key id): pf code -> channel, for provinces that swap 6 and 7 or add codes.
     # Sources not listed use haochaping.domain.contract.PROVINCIAL_CHANNEL_CODES.

@@ -10,7 +10,8 @@ Topology (logical topic names; ``settings.kafka.topic(name)`` adds the deploymen
 
 Every agent works the same way (:func:`_run_batch`): take up to ``batch_size`` raw records with
 ``noack_take``, hand them to the stage (plain Python), send what it returns, wait until the broker
-has every output, write each changed table key once, then ack the batch. A batch whose processing
+has every output, write each changed table key once (the reviews agent adds a bounded step of the
+dedupe purge to those writes: ``streams.purge``), then ack the batch. A batch whose processing
 or sending raises is never acked: its offsets are not committed and a restarted worker processes it
 again (at least once; every output carries an id that makes a repeat recognisable).
 """
@@ -40,6 +41,7 @@ from streams.batch import (
     Incoming,
 )
 from streams.outbox import send_batches
+from streams.purge import DedupePurge
 from streams.state import last_event_per_partition, write_per_partition
 from streams.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 
@@ -65,7 +67,7 @@ class Stages:
 
         rules = TriageRules.load(settings.streams.rules_file)
         return cls(
-            reviews=ReviewStage.from_rules(rules),
+            reviews=ReviewStage.from_rules(rules, settings.streams.dedupe_horizon_days),
             workorders=WorkOrderStage.from_rules(rules),
             ledger=LedgerStage.from_settings(settings, rules.config),
         )
@@ -129,8 +131,20 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             built["s"] = stages or Stages.from_settings(settings)
         return built["s"]
 
+    purge = DedupePurge(
+        dedupe,
+        s.dedupe_horizon_days,
+        s.dedupe_purge_interval_minutes * 60,
+        s.dedupe_purge_keys_per_batch,
+    )
+
     async def run_batch(
-        stream: faust.StreamT, events: Sequence[EventT], process: Process, table: Any, agent: str
+        stream: faust.StreamT,
+        events: Sequence[EventT],
+        process: Process,
+        table: Any,
+        agent: str,
+        purge: DedupePurge | None = None,
     ) -> None:
         started = time.perf_counter()
         incoming = [
@@ -148,8 +162,17 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
         result = process(incoming, table.get if table is not None else _no_state)
         producer = app.producer
         await send_batches(producer, ((names[o.topic], o.key, o.value, None) for o in result.out))
-        if table is not None and result.writes:
-            await write_per_partition(producer, table, result.writes, last_event_per_partition(events))
+        writes: dict[int, dict[bytes, bytes | None]] = {p: dict(w) for p, w in result.writes.items()}
+        steps: dict[int, bytes | None] = {}
+        purged: dict[int, dict[bytes, bytes | None]] = {}
+        if purge is not None:
+            purged, steps = purge.plan((ev.message.partition for ev in events), result.writes)
+            for partition, changes in purged.items():
+                writes.setdefault(partition, {}).update(changes)
+        if table is not None and writes:
+            await write_per_partition(producer, table, writes, last_event_per_partition(events))
+        if purge is not None:
+            purge.done(steps, purged)
         for ev in events:
             await stream.ack(ev)
         _record_metrics(agent, result, len(events), time.perf_counter() - started)
@@ -160,7 +183,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
     async def reviews(stream: faust.StreamT) -> None:
         manual = stream.noack()
         async for events in manual.noack_take(batch_size, within=within):
-            await run_batch(manual, events, stages_().reviews.process, dedupe, "reviews")
+            await run_batch(manual, events, stages_().reviews.process, dedupe, "reviews", purge)
 
     @app.agent(source(WORKORDERS_RAW), name="workorders")
     async def workorders(stream: faust.StreamT) -> None:

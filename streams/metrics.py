@@ -29,3 +29,8 @@ BATCH_SIZE = Histogram(
     ["agent"],
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
 )
+DEDUPE_PURGED = Counter(
+    "haochaping_streams_dedupe_purged_total",
+    "Dedupe keys the purge changed",
+    ["what"],  # deleted (beyond the horizon) | stamped (an old value given the day of the purge)
+)

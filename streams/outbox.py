@@ -29,9 +29,11 @@ class Sent:
 
 
 async def send_batches(
-    producer: ProducerT, records: Iterable[tuple[str, bytes | None, bytes, int | None]]
+    producer: ProducerT, records: Iterable[tuple[str, bytes | None, bytes | None, int | None]]
 ) -> list[Sent]:
     """Send ``(topic, key, value, partition or None)`` records; return once the broker has all of them.
+
+    A value of None is a tombstone (a table key deleted through its changelog).
 
     Raises what the producer raises (the batch is then not to be acknowledged).
     """
@@ -60,7 +62,7 @@ async def send_batches(
             builder = client.create_batch()
             if builder.append(key=key, value=value, timestamp=None) is None:  # type: ignore[attr-defined]
                 raise ValueError(
-                    f"a record of {len(value)} bytes for {topic} does not fit in a producer batch: "
+                    f"a record of {len(value or b'')} bytes for {topic} does not fit in a producer batch: "
                     "raise streams.producer_max_batch_bytes (and the broker's message.max.bytes)"
                 )
             count = 0

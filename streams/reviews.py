@@ -5,13 +5,16 @@ what it returns. Outputs: ``reviews.accepted`` (key unit code), ``ledger.intake`
 ``satisfaction.minute`` (key the dimension tuple), ``alerts`` (key unit code), ``deadletter``.
 
 Deduplication (一次一评 / 一事一评). The state is one table keyed ``unit_code|case_no|stage|r`` (first
-rating) or ``...|f`` (追评), value ``event_id|stars``. ``reviews.raw`` is keyed by unit code and the
+rating) or ``...|f`` (追评), value ``event_id|stars|yyyymmdd`` (the day of the rating; see
+``streams.dedupe`` for the horizon after which a key is forgotten). ``reviews.raw`` is keyed by unit code and the
 unit that handled a case is part of the case's identity (谁办理谁负责), so every key of this table
 lives in the partition of the records that touch it: no repartition topic is needed. Then:
 
 - same slot, same event id: a retry by the sender; it vanishes (counted as ``dropped.retry``).
 - same slot, another event id: a second rating of the same case and stage; a duplicate, not a vote
   (``dropped.duplicate``).
+- a stored rating more than ``streams.dedupe_horizon_days`` (400) before the new one is forgotten:
+  a second rating of the same case more than 400 days later counts as new (``dedupe.beyond_horizon``).
 - a 追评 is accepted once per case and stage, and only if the first rating of that case and stage
   was bad (``dropped.follow_up_without_bad_review`` otherwise). The stage does not wait for the
   ledger to report the ticket rectified: the follow-up comes through the citizen's channel after
@@ -29,7 +32,7 @@ first minutes after a restart may miss a burst that began before it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import orjson
@@ -51,6 +54,7 @@ from streams.batch import (
     Incoming,
     describe_json_error,
 )
+from streams.dedupe import Remembered, beyond_horizon, decode_value, encode_value
 
 _REVIEW = TypeAdapter(Review)
 _INTAKE = TypeAdapter(LedgerIntake)
@@ -83,18 +87,28 @@ def _minute(at: datetime) -> datetime:
 
 class ReviewStage:
     def __init__(
-        self, config: DomainConfig, triage: Triage, fraud: FraudDetector, spikes: SpikeDetector | None = None
+        self,
+        config: DomainConfig,
+        triage: Triage,
+        fraud: FraudDetector,
+        spikes: SpikeDetector | None = None,
+        dedupe_horizon_days: int = 400,
     ) -> None:
         self.config = config
+        self.dedupe_horizon_days = dedupe_horizon_days
         self.triage = triage
         self.repeats = RepeatTracker.from_policy(config.repeats)
         self.fraud = fraud
         self.spikes = spikes
 
     @classmethod
-    def from_rules(cls, rules: TriageRules) -> ReviewStage:
+    def from_rules(cls, rules: TriageRules, dedupe_horizon_days: int = 400) -> ReviewStage:
         return cls(
-            rules.config, Triage(rules), FraudDetector(rules.config.fraud), SpikeDetector(rules.config.spike)
+            rules.config,
+            Triage(rules),
+            FraudDetector(rules.config.fraud),
+            SpikeDetector(rules.config.spike),
+            dedupe_horizon_days,
         )
 
     def process(self, batch: Sequence[Incoming], lookup: Lookup) -> BatchResult:
@@ -105,9 +119,19 @@ class ReviewStage:
         # official (not fraud-flagged) counts per unit and minute: what the spike baseline is fed
         unit_minutes: dict[tuple[str, datetime], list[int]] = {}
 
-        def seen(key: bytes) -> bytes | None:
-            value = pending.get(key)
-            return value if value is not None else lookup(key)
+        def seen(key: bytes, rated: date) -> Remembered | None:
+            # A rating more than the horizon before this one is forgotten whether or not the purge
+            # has deleted it yet, so the decision does not depend on when the purge ran.
+            raw = pending.get(key)
+            if raw is None:
+                raw = lookup(key)
+            if raw is None:
+                return None
+            held = decode_value(raw)
+            if held.day is not None and beyond_horizon(held.day, rated, self.dedupe_horizon_days):
+                result.counts["dedupe.beyond_horizon"] += 1
+                return None
+            return held
 
         for record in batch:
             try:
@@ -127,17 +151,18 @@ class ReviewStage:
                 continue
 
             key = dedup_table_key(review)
-            previous = seen(key)
+            rated = review.rated_at.astimezone(BEIJING).date()
+            previous = seen(key, rated)
             if previous is not None:
-                event_id = previous.split(b"|", 1)[0].decode()
-                result.counts["dropped.retry" if event_id == review.event_id else "dropped.duplicate"] += 1
+                retry = previous.event_id == review.event_id
+                result.counts["dropped.retry" if retry else "dropped.duplicate"] += 1
                 continue
             if review.follow_up:
-                first = seen(_first_rating_key(review))
-                if first is None or int(first.rsplit(b"|", 1)[1]) > 2:
+                first = seen(_first_rating_key(review), rated)
+                if first is None or first.stars > 2:
                     result.counts["dropped.follow_up_without_bad_review"] += 1
                     continue
-            value = f"{review.event_id}|{review.stars}".encode()
+            value = encode_value(review.event_id, review.stars, rated)
             pending[key] = value
             result.write(record.partition, key, value)
 

@@ -51,10 +51,13 @@ def last_event_per_partition(events: Sequence[EventT]) -> dict[int, EventT]:
 async def write_per_partition(
     producer: ProducerT,
     table: Any,
-    writes: Mapping[int, Mapping[bytes, bytes]],
+    writes: Mapping[int, Mapping[bytes, bytes | None]],
     events_by_partition: Mapping[int, EventT],
 ) -> int:
     """Apply ``{partition: {key: value}}`` to ``table`` and its changelog; return the keys written.
+
+    A value of None deletes the key: from the store, and by a tombstone on the changelog, so
+    compaction drops the key and a worker recovering the partition never sees it again.
 
     Returns once the broker has every changelog record. Faust's own ``table[key] = value`` queues
     the changelog record in its producer buffer (``send_soon``); past 100 queued records Faust's
@@ -65,11 +68,21 @@ async def write_per_partition(
     """
     store = table.data
     topic = table.changelog_topic.get_topic_name()
-    records: list[tuple[str, bytes | None, bytes, int | None]] = []
+    records: list[tuple[str, bytes | None, bytes | None, int | None]] = []
+    # Faust's memory store files recovered keys by partition here (RocksDB keeps a database per
+    # partition); keeping it for written keys too lets partition_items list a partition's keys.
+    key_partition = getattr(store, "_key_partition", None)
     for partition, items in writes.items():
         with writing_for(events_by_partition[partition]):
             for key, value in items.items():
-                store[key] = value
+                if value is None:
+                    store.pop(key, None)
+                    if key_partition is not None:
+                        key_partition.pop(key, None)
+                else:
+                    store[key] = value
+                    if key_partition is not None:
+                        key_partition[key] = partition
                 records.append((topic, key, value, partition))
     if not records:
         return 0
@@ -80,3 +93,30 @@ async def write_per_partition(
     for tp, offset in last.items():
         store.set_persisted_offset(tp, offset)
     return len(records)
+
+
+def partition_items(table: Any, partition: int, after: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+    """The table's ``(key, value)`` of one partition in key order, starting after ``after``.
+
+    RocksDB (production): the partition's own database, seeked to ``after``, so a step costs the keys
+    it reads however large the table is. Memory store (tests): the keys Faust filed under the
+    partition (see :func:`write_per_partition`), sorted on every call, which is fine for test tables.
+    Read lazily: the caller stops after the keys it wants.
+    """
+    store = table.data
+    dbs = getattr(store, "_dbs", None)
+    if dbs is not None:
+        db = dbs.get(partition)
+        if db is None:  # not assigned here, or nothing written yet
+            return
+        offset_key = store.offset_key
+        for key, value in db.items(from_key=after) if after is not None else db.items():
+            if key != offset_key and key != after:
+                yield key, value
+        return
+    key_partition = store._key_partition
+    keys = sorted(k for k, p in key_partition.items() if p == partition and (after is None or k > after))
+    for key in keys:
+        value = store.data.get(key)
+        if value is not None:
+            yield key, value

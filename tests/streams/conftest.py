@@ -103,9 +103,47 @@ class WorkerProcess:
         self._log.close()
 
 
+@pytest.fixture(scope="session")
+def group_coordinator_ready(kafka_stack: Any) -> None:
+    """Join a consumer group once before any worker starts.
+
+    The first group on a fresh broker creates ``__consumer_offsets``; a Faust worker that joins
+    meanwhile was seen to sync its group with metadata that lacked every topic and sit with no
+    partitions until its metadata aged out (minutes). A kafka-python consumer waits that out here.
+    """
+    from kafka import KafkaConsumer
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    bootstrap = kafka_stack.bootstrap_servers
+    topic = "streams-tests.group-warmup"
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1)])
+    except TopicAlreadyExistsError:
+        pass
+    finally:
+        admin.close()
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"streams-tests-warmup-{os.getpid()}",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while not consumer.assignment():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no consumer group could join on the test broker {bootstrap} in 90 s")
+            consumer.poll(timeout_ms=500)
+    finally:
+        consumer.close()
+
+
 @pytest.fixture
 def start_worker(
-    kafka_stack: Any, settings: Settings, tmp_path: Path
+    kafka_stack: Any, settings: Settings, tmp_path: Path, group_coordinator_ready: None
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``haochaping worker`` processes for this test's settings; all are stopped at the end."""
     started: list[WorkerProcess] = []
