@@ -586,17 +586,20 @@ def migrate(client: Commander, t: Target, migrations: Sequence[Migration] = MIGR
     """
     for stmt in bootstrap_statements(t):
         client.command(stmt)
+    # Every checksum ever recorded for a version must match: applied_at has whole seconds, so "the
+    # latest" is not well defined when two rows share a second.
     rows = client.query(
-        f"SELECT version, argMax(checksum, applied_at) FROM {t.q(SCHEMA_MIGRATIONS.name)} GROUP BY version"
+        f"SELECT version, groupUniqArray(checksum) FROM {t.q(SCHEMA_MIGRATIONS.name)} GROUP BY version"
     ).result_rows  # type: ignore[attr-defined]
-    done = {int(v): str(c) for v, c in rows}
+    done = {int(v): sorted(str(c) for c in checksums) for v, checksums in rows}
     applied: list[int] = []
     for m in migrations:
         if m.version in done:
-            if done[m.version] != m.checksum(t):
+            edited = [c for c in done[m.version] if c != m.checksum(t)]
+            if edited:
                 raise SchemaError(
                     f"migration {m.version} ({m.name}) was applied to {t.database} with checksum "
-                    f"{done[m.version]}, but this code's migration {m.version} has checksum {m.checksum(t)}: "
+                    f"{', '.join(edited)}, but this code's migration {m.version} has checksum {m.checksum(t)}: "
                     "an applied migration was edited; add a new migration instead"
                 )
             continue
