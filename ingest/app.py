@@ -170,7 +170,9 @@ def create_app(settings: Settings, producer: EventProducer | None = None) -> Fas
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        ready = {"kafka": producer.connected, "invitations": invitations.ready}
+        # Not ready while the producer cannot deliver (not only before it first connected); asking
+        # also replaces a stuck producer and reconnects, so an idle unready pod recovers on its own.
+        ready = {"kafka": producer.check(), "invitations": invitations.ready}
         return JSONResponse(ready, status_code=200 if all(ready.values()) else 503)
 
     @app.get("/metrics", include_in_schema=False)

@@ -10,11 +10,22 @@ goes to it; after that ``send()`` only appends to the buffer. When the cluster i
 caller gets :class:`BrokerUnavailable` within ``delivery_timeout_seconds``: the producer's own delivery
 timeout is set shorter than the wait, so a record that was refused is never delivered later behind
 the sender's back (its retry would then land twice).
+
+A producer that cannot deliver is replaced. kafka-python 3.0.12's idempotent producer can wedge for
+good after an outage: when a batch that was already sent (and is being retried) expires, the sender
+resets the producer id (``TransactionManager.reset_producer_id``) but leaves the state at READY, and
+``init_producer_id`` only asks for a new id from UNINITIALIZED. The sender then waits for an id that
+is never requested, drains nothing and expires nothing: every later record waits out the request's
+own timeout, even after the broker is back. Ingest therefore replaces the producer at once when its
+transaction manager shows that state (or a fatal / abortable error), and after any run of failures
+longer than ``producer_reset_after_seconds`` with no acknowledgement in between. The old producer is
+force-closed: records it still holds fail (their senders get 503) and are never delivered later.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -64,6 +75,16 @@ class EventProducer:
         self._on_error = on_error or (lambda topic, error: None)
         self._closed = False
         self._retry_connect_at = 0.0
+        # Readiness: the first failure of the current run of failures (None while writes succeed).
+        # A fresh producer that reached the cluster clears it too, or a pod taken out of service for
+        # being unready would never get the request that proves it ready again.
+        self._failing_since: float | None = None
+        # Logging: the outage is logged when it starts and when Kafka acknowledges again, once each.
+        self._outage_since: float | None = None
+        self._refused_in_outage = 0
+        self._replaced_in_outage = 0
+        self._closing: set[asyncio.Task[None]] = set()
+        self._connecting: asyncio.Task[None] | None = None
 
     def _config(self) -> dict[str, Any]:
         ingest = self._settings.ingest
@@ -115,17 +136,16 @@ class EventProducer:
                     self._producer = await asyncio.to_thread(KafkaProducer, **self._config())
                 except Exception as exc:
                     self._retry_connect_at = time.monotonic() + 1.0
-                    self._on_error("-", type(exc).__name__)
-                    log.warning(
-                        "cannot connect to Kafka at %s: %s", self._settings.kafka.bootstrap_servers, exc
-                    )
+                    self._failed("-", type(exc).__name__, f"cannot connect: {exc}")
                     raise BrokerUnavailable("cannot connect to Kafka", type(exc).__name__) from exc
+                # A fresh producer reached the cluster: ready again (deliveries will tell otherwise).
+                self._failing_since = None
         finally:
             self._connect_lock.release()
         return self._producer
 
     def _not_connected(self) -> NoReturn:
-        self._on_error("-", "NotConnected")
+        self._failed("-", "NotConnected", "cannot connect")
         raise BrokerUnavailable("cannot connect to Kafka (trying again shortly)", "NotConnected")
 
     async def _ensure_topic(self, producer: Any, topic: str) -> None:
@@ -134,10 +154,10 @@ class EventProducer:
         try:
             partitions = await asyncio.to_thread(producer.partitions_for, topic)
         except Exception as exc:
-            self._on_error(topic, type(exc).__name__)
+            self._failed(topic, type(exc).__name__, "no metadata")
             raise BrokerUnavailable(f"no metadata for topic {topic}", type(exc).__name__) from exc
         if not partitions:
-            self._on_error(topic, "UnknownTopic")
+            self._failed(topic, "UnknownTopic", "the topic does not exist")
             raise BrokerUnavailable(
                 f"topic {topic} does not exist; create the topics first (haochaping topics)", "UnknownTopic"
             )
@@ -151,6 +171,7 @@ class EventProducer:
         """Send records and wait until the broker acknowledged every one, in order per key."""
         if not records:
             return []
+        self._replace_if_stuck()
         producer = await self._ensure()
         for topic in {r.topic for r in records}:
             await self._ensure_topic(producer, topic)
@@ -163,35 +184,168 @@ class EventProducer:
             try:
                 future = producer.send(record.topic, key=record.key, value=record.value)
             except Exception as exc:
-                self._on_error(record.topic, type(exc).__name__)
+                self._failed(record.topic, type(exc).__name__, "send refused", producer)
                 raise BrokerUnavailable("Kafka refused the record", type(exc).__name__) from exc
             future.add_callback(waiter.delivered, index)
             future.add_errback(waiter.failed)
         deadline = self._settings.ingest.delivery_timeout_seconds + 1.0
         try:
-            return await asyncio.wait_for(done, timeout=deadline)
+            delivered = await asyncio.wait_for(done, timeout=deadline)
         except TimeoutError as exc:
-            self._on_error(records[0].topic, "Timeout")
+            self._failed(records[0].topic, "Timeout", "no acknowledgement in time", producer)
+            self._replace_if_stuck()
             raise BrokerUnavailable("Kafka did not acknowledge in time", "Timeout") from exc
         except BrokerUnavailable as exc:
-            self._on_error(records[0].topic, exc.error)
+            self._failed(records[0].topic, exc.error, "not acknowledged", producer)
+            self._replace_if_stuck()
             raise
+        self._delivered()
+        return delivered
 
     async def send(self, topic: str, key: bytes | None, value: bytes) -> Delivered:
         return (await self.send_all([OutgoingRecord(topic, key, value)]))[0]
 
+    # -- health ---------------------------------------------------------------------------------------
+
     @property
     def connected(self) -> bool:
-        """The producer reached the cluster once; later outages show as 503s and producer errors."""
+        """A producer reached the cluster (it may still fail to deliver: see :attr:`ready`)."""
         return self._producer is not None
+
+    @property
+    def ready(self) -> bool:
+        """Connected, and the last write was acknowledged (or the producer is fresh): /readyz."""
+        return self._producer is not None and self._failing_since is None
+
+    def check(self) -> bool:
+        """For /readyz: replace a stuck producer and start connecting in the background; never waits.
+
+        Probes keep calling this while no request arrives (an unready pod gets none), so recovery does
+        not depend on traffic.
+        """
+        self._replace_if_stuck()
+        idle = self._connecting is None or self._connecting.done()
+        if (
+            idle
+            and self._producer is None
+            and not self._closed
+            and time.monotonic() >= self._retry_connect_at
+        ):
+            self._connecting = asyncio.get_running_loop().create_task(self._connect_quietly())
+        return self.ready
+
+    async def _connect_quietly(self) -> None:
+        with contextlib.suppress(BrokerUnavailable):  # counted and logged by _ensure
+            await self._ensure()
+
+    def _failed(self, topic: str, error: str, what: str, producer: Any = None) -> None:
+        self._on_error(topic, error)
+        if producer is not None and producer is not self._producer:
+            return  # a replaced producer's records failing as it is closed say nothing of the new one
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        self._refused_in_outage += 1
+        if self._outage_since is None:
+            self._outage_since = now
+            log.warning(
+                "Kafka at %s is not acknowledging writes (%s: %s on %s): answering 503 until it does",
+                self._settings.kafka.bootstrap_servers,
+                what,
+                error,
+                topic,
+            )
+
+    def _delivered(self) -> None:
+        self._failing_since = None
+        if self._outage_since is not None:
+            log.warning(
+                "Kafka acknowledges writes again after %.1f s (%d failed attempts answered 503; "
+                "producer replaced %d times)",
+                time.monotonic() - self._outage_since,
+                self._refused_in_outage,
+                self._replaced_in_outage,
+            )
+            self._outage_since = None
+            self._refused_in_outage = 0
+            self._replaced_in_outage = 0
+
+    def _replace_if_stuck(self) -> None:
+        producer = self._producer
+        if producer is None:
+            return
+        reason = stuck_reason(producer)
+        if reason is None and self._failing_since is not None:
+            failing_for = time.monotonic() - self._failing_since
+            if failing_for >= self._settings.ingest.producer_reset_after_seconds:
+                reason = f"no write acknowledged for {failing_for:.1f} s"
+        if reason is None:
+            return
+        log.info("replacing the Kafka producer: %s", reason)
+        self._producer = None
+        self._known_topics.clear()
+        self._replaced_in_outage += 1
+        # A new run of failures starts with the new producer; until it connects, ready is False anyway.
+        self._failing_since = None
+        task = asyncio.get_running_loop().create_task(asyncio.to_thread(_force_close, producer))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def close(self, timeout: float = 5.0) -> None:
         self._closed = True
+        if self._connecting is not None:
+            self._connecting.cancel()
         producer, self._producer = self._producer, None
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if producer is not None:
             started = time.monotonic()
-            await asyncio.to_thread(producer.close, timeout)
+            if stuck_reason(producer) is not None:
+                await asyncio.to_thread(_force_close, producer)
+            else:
+                try:
+                    await asyncio.to_thread(producer.close, timeout)
+                except Exception as exc:  # records still unacknowledged: their senders got 503
+                    log.warning(
+                        "Kafka producer did not flush in %.1f s (%s); closing it anyway", timeout, exc
+                    )
+                    await asyncio.to_thread(_force_close, producer)
             log.info("Kafka producer closed in %.2fs", time.monotonic() - started)
+
+
+def stuck_reason(producer: Any) -> str | None:
+    """Why this kafka-python producer will never deliver again, or None when it may.
+
+    Reads the producer's transaction manager (private to kafka-python, pinned at 3.0.x: anything
+    unexpected reads as "may deliver", and the run-of-failures rule still applies).
+    """
+    manager = getattr(producer, "_transaction_manager", None)
+    if manager is None:
+        return None
+    try:
+        if manager.has_fatal_error():
+            return f"its idempotence state has a fatal error ({manager.last_error!r})"
+        if manager.has_abortable_error():
+            return f"its idempotence state has an abortable error ({manager.last_error!r})"
+        state = getattr(manager._current_state, "name", "")
+        if state == "READY" and not manager.has_producer_id():
+            # kafka-python 3.0.12: reset_producer_id() after an expired retried batch leaves READY
+            # without an id, and no InitProducerId is ever sent again (see the module docstring).
+            return "its producer id was reset after expired batches and is never requested again"
+    except Exception:  # a kafka-python whose internals differ: rely on the failure run instead
+        return None
+    return None
+
+
+def _force_close(producer: Any) -> None:
+    """Close without delivering what is left: those records' senders were (or will be) answered 503."""
+    sender = getattr(producer, "_sender", None)
+    try:
+        if sender is not None:
+            sender.force_close()  # fails the pending batches' futures, so close() does not wait on them
+        producer.close(1.0)
+    except Exception as exc:
+        log.debug("closing a replaced Kafka producer: %s", exc)
 
 
 class _AllDelivered:
