@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -217,11 +218,18 @@ def real_pipeline(kafka_libs_dir: Path) -> Iterator[Pipeline]:
     root = REPO_ROOT / "var" / "api-e2e"
     root.mkdir(parents=True, exist_ok=True)
     with pipeline(root, kafka_libs_dir, workers=1, api=True) as p:
-        try:
+        with with_logs_on_failure(p):
             wait_until(lambda: httpx.get(api_url(p, "/readyz")).status_code == 200, 60, "the API ready")
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{p.logs()}") from exc
         yield p
+
+
+@contextmanager
+def with_logs_on_failure(p: Pipeline) -> Iterator[None]:
+    """A failed assertion about the chain carries the tails of every process's log: the cause is there."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{p.logs()}") from exc
 
 
 def api_url(p: Pipeline, path: str) -> str:

@@ -40,6 +40,7 @@ from tests.api.conftest import (
     seed_reviews,
     ticket_row,
     wait_until,
+    with_logs_on_failure,
 )
 
 if TYPE_CHECKING:
@@ -153,9 +154,13 @@ def _good_review(unit: str, case_no: str, stars: int) -> dict[str, Any]:
 @needs_chromium
 def test_board_end_to_end(real_pipeline: Pipeline) -> None:
     """Reviews posted to ingest reach the open board through the worker, the sink and the API."""
+    with with_logs_on_failure(real_pipeline):
+        _board_end_to_end(real_pipeline)
+
+
+def _board_end_to_end(pipe: Pipeline) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    pipe = real_pipeline
     run = uuid.uuid4().hex[:8]
     token = mint_token(pipe.settings.api, role=Role.SUPERVISOR, sub="wall")
 

@@ -24,6 +24,7 @@ from tests.api.conftest import (
     pipeline_token,
     post_to_ingest,
     wait_until,
+    with_logs_on_failure,
 )
 
 if TYPE_CHECKING:
@@ -50,10 +51,8 @@ def test_a_bad_review_becomes_a_ticket_that_the_real_ledger_walks_through_its_li
     posted = post_to_ingest(p, bad_review(UNIT_A, case_no, stars=1, text="窗口人员态度差，问了三遍才回答"))
     assert posted.status_code == 202, posted.text
 
-    try:
+    with with_logs_on_failure(p):
         ticket = wait_until(lambda: _ticket_of_case(p, case_no, supervisor), 60, f"a ticket for {case_no}")
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{p.logs()}") from exc
     assert ticket["status"] == "new" and ticket["unit_code"] == UNIT_A
     assert ticket["unit_name"] == UNITS[UNIT_A] and ticket["stars"] == 1
     ticket_id = ticket["ticket_id"]
