@@ -34,11 +34,6 @@ def test_baseline_without_a_fault(one_worker: Pipeline) -> None:
     finish(one_worker)
 
 
-@pytest.mark.xfail(
-    reason="ingest keeps answering 503 (KafkaTimeoutError) for minutes after the broker restarts under load "
-    "(seen in 3 of 4 runs; a single request after the restart is taken): the drill shows it",
-    strict=False,
-)
 def test_restart_the_broker_mid_stream(one_worker: Pipeline) -> None:
     one_worker.simulate(rate=RATE, duration=DURATION)
     time.sleep(DURATION / 3)
