@@ -212,7 +212,7 @@ def running_api(settings: Settings) -> Iterator[Callable[[], RunningApi]]:
 def real_pipeline(kafka_libs_dir: Path) -> Iterator[Pipeline]:
     """Kafka, ClickHouse, ingest, one Faust worker, the sink and the API, each a real process on
     private servers and free ports (``haochaping.simulator.pipeline``); once per module, since
-    starting it all takes most of a minute."""
+    starting it all takes 15–30 s."""
     from haochaping.simulator.pipeline import REPO_ROOT, pipeline
 
     root = REPO_ROOT / "var" / "api-e2e"
@@ -255,7 +255,7 @@ def wait_until(check: Callable[[], object], timeout: float, what: str) -> Any:
     raise AssertionError(f"waited {timeout:.0f} s for {what}; last error: {last_error!r}")
 
 
-def bad_review(unit: str, case_no: str, *, stars: int = 1, text: str = "窗口人员态度差") -> dict[str, Any]:
+def hall_review(unit: str, case_no: str, *, stars: int, text: str) -> dict[str, Any]:
     """A review as a hall device sends it to ingest, rated just now."""
     return {
         "event_id": f"e2e-{case_no}", "channel": "hall_device", "stars": stars, "case_no": case_no,

@@ -34,7 +34,7 @@ from tests.api.conftest import (
     RunningApi,
     Seed,
     api_url,
-    bad_review,
+    hall_review,
     insert_rows,
     post_to_ingest,
     seed_reviews,
@@ -148,7 +148,7 @@ def _today_total(p: Pipeline, token: str) -> int:
 
 def _good_review(unit: str, case_no: str, stars: int) -> dict[str, Any]:
     # 3 and 4 stars: never the top rating, so no device or staff burst can flag them as fraud.
-    return bad_review(unit, case_no, stars=stars, text="办理顺利")
+    return hall_review(unit, case_no, stars=stars, text="办理顺利")
 
 
 @needs_chromium
@@ -184,7 +184,7 @@ def _board_end_to_end(pipe: Pipeline) -> None:
 
         red_text = "窗口工作人员索要好处费"
         posted = [_good_review(UNIT_A, f"330102-{run}-n{i}", stars=3 + i % 2) for i in range(5)]
-        posted.append(bad_review(UNIT_A, f"330102-{run}-red", stars=1, text=red_text))
+        posted.append(hall_review(UNIT_A, f"330102-{run}-red", stars=1, text=red_text))
         for review in posted:
             answer = post_to_ingest(pipe, review)
             assert answer.status_code == 202, answer.text

@@ -20,7 +20,7 @@ from tests.api.conftest import (
     UNIT_B,
     UNITS,
     api_url,
-    bad_review,
+    hall_review,
     pipeline_token,
     post_to_ingest,
     wait_until,
@@ -48,7 +48,7 @@ def test_a_bad_review_becomes_a_ticket_that_the_real_ledger_walks_through_its_li
     stranger = pipeline_token(p, Role.UNIT_OFFICER, UNIT_B, sub="officer-zhao")
     case_no = f"330102-2026-{uuid.uuid4().hex[:8]}"
 
-    posted = post_to_ingest(p, bad_review(UNIT_A, case_no, stars=1, text="窗口人员态度差，问了三遍才回答"))
+    posted = post_to_ingest(p, hall_review(UNIT_A, case_no, stars=1, text="窗口人员态度差，问了三遍才回答"))
     assert posted.status_code == 202, posted.text
 
     with with_logs_on_failure(p):
