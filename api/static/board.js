@@ -61,7 +61,7 @@ function render() {
   const minutes = [...state.trend.keys()].sort();
   state.charts.trend?.setOption({
     xAxis: { data: minutes.map((m) => hhmm(m + ":00Z")) },
-    series: [{ data: minutes.map((m) => { const r = figures(state.trend.get(m)).rate; return r == null ? null : +(r * 100).toFixed(2); }) }],
+    series: [{ showSymbol: minutes.length < 3, data: minutes.map((m) => { const r = figures(state.trend.get(m)).rate; return r == null ? null : +(r * 100).toFixed(2); }) }],
   });
   const ranked = [...state.units.values()].map((u) => ({ name: u.name, ...figures(u.counts) }))
     .filter((u) => u.total >= state.minSample).sort((a, b) => a.rate - b.rate).slice(-15);
