@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from haochaping.domain import provincial, sms
-from haochaping.domain.contract import Channel, Review, WorkOrder, WorkOrderCallback, now_beijing
+from haochaping.domain.contract import Channel, Code, Review, WorkOrder, WorkOrderCallback, now_beijing
 from haochaping.domain.privacy import pseudonym
 from haochaping.domain.problems import Problem
 from haochaping.domain.records import DeadLetter
@@ -28,6 +28,10 @@ from ingest.invitations import InvitationRegistry, invitation_topic
 from ingest.metrics import IngestMetrics
 from ingest.payloads import ReviewIn, SmsInvitationIn, SmsReplyIn
 from ingest.producer import Delivered, EventProducer, OutgoingRecord
+
+_REVIEW_FIELDS = tuple(Review.model_fields)
+_SENDER = TypeAdapter(Code)
+_TIME = TypeAdapter(datetime)  # pydantic's JSON form of a time ("Z" for UTC), as in Review's JSON
 
 
 class RegistryNotReady(RuntimeError):
@@ -62,6 +66,16 @@ class Intake:
         self.producer = producer
         self.metrics = metrics
         self.invitations = invitations
+        # Records carry the sender's key id as a contract Code: a key id that is not one is a
+        # configuration error, found here rather than as a failed request.
+        for key_id in settings.ingest.sender_keys:
+            try:
+                _SENDER.validate_python(key_id)
+            except ValidationError as exc:
+                raise ValueError(
+                    f"sender key id {key_id!r} in ingest.sender_keys is not a valid code: use 1-64 "
+                    "characters of A-Z a-z 0-9 _ . : -"
+                ) from exc
         self._pseudonym_key = settings.ingest.pseudonym_key.get_secret_value().encode()
         kafka = settings.kafka
         self.reviews_topic = kafka.topic("reviews.raw")
@@ -88,18 +102,32 @@ class Intake:
         )
 
     def review_from_input(self, item: BaseModel, sender: str, received_at: datetime) -> Review:
-        data = item.model_dump(exclude={"rater_phone", "rater_id_number"})
-        rater = self._identity(getattr(item, "rater_phone", None), getattr(item, "rater_id_number", None))
-        data.update(
-            received_at=received_at, sender=sender, rater_id=rater, real_name=data["real_name"] or bool(rater)
-        )
-        return Review.model_validate(data)
+        return Review.model_validate_json(self.review_value(item, sender, received_at))
 
-    async def accept_review(self, item: BaseModel, sender: str) -> tuple[Review, Delivered]:
-        review = self.review_from_input(item, sender, now_beijing())
-        delivered = await self.producer.send_all([self._review_record(review)])
-        self.metrics.count(review.channel.value, "accepted")
-        return review, delivered[0]
+    def review_value(self, item: BaseModel, sender: str, received_at: datetime) -> bytes:
+        """The Review's JSON (as ``Review.model_dump(mode="json")`` would write it) from a validated input.
+
+        The input model carries the Review's own field types and constraints, and Review has no
+        model-level rules, so the input is validated once: the fields ingest sets are valid by
+        construction (the sender's key id was checked at start-up). Serialising the input with
+        pydantic's JSON mode keeps every value's form identical to the Review's.
+        """
+        data = item.model_dump(mode="json")
+        rater = self._identity(data.pop("rater_phone", None), data.pop("rater_id_number", None))
+        data["received_at"] = _TIME.dump_python(received_at, mode="json")
+        data["sender"] = sender
+        data["rater_id"] = rater
+        data["real_name"] = data["real_name"] or rater is not None
+        return orjson.dumps({name: data[name] for name in _REVIEW_FIELDS})
+
+    async def accept_review(self, item: Any, sender: str) -> tuple[str, Delivered]:
+        """Send one review (a validated ReviewIn); its event id and where Kafka put it."""
+        value = self.review_value(item, sender, now_beijing())
+        record = OutgoingRecord(self.reviews_topic, item.unit_code.encode(), value)
+        delivered = await self.producer.send_all([record])
+        self.metrics.count(item.channel.value, "accepted")
+        event_id: str = item.event_id
+        return event_id, delivered[0]
 
     async def accept_batch(self, items: Sequence[Any], sender: str) -> list[ItemResult]:
         """Validate each item on its own; send the valid ones together; a result per item, in order."""
@@ -110,20 +138,22 @@ class Intake:
         seen: set[str] = set()
         for index, raw in enumerate(items):
             try:
-                review = self.review_from_input(ReviewIn.model_validate(raw), sender, received_at)
+                item: Any = ReviewIn.model_validate(raw)
             except ValidationError as exc:
                 problems = problems_of(exc, prefix=("reviews", index))
                 results.append(ItemResult(index, "rejected", _event_id_of(raw), problems))
                 self.metrics.count(_channel_of(raw), "rejected", problems[0].type if problems else "invalid")
                 continue
-            if review.event_id in seen:
-                results.append(ItemResult(index, "duplicate", review.event_id))
-                self.metrics.count(review.channel.value, "duplicate", "in_batch")
+            event_id: str = item.event_id
+            if event_id in seen:
+                results.append(ItemResult(index, "duplicate", event_id))
+                self.metrics.count(item.channel.value, "duplicate", "in_batch")
                 continue
-            seen.add(review.event_id)
-            records.append(self._review_record(review))
-            channels.append(review.channel.value)
-            results.append(ItemResult(index, "accepted", review.event_id))
+            seen.add(event_id)
+            value = self.review_value(item, sender, received_at)
+            records.append(OutgoingRecord(self.reviews_topic, item.unit_code.encode(), value))
+            channels.append(item.channel.value)
+            results.append(ItemResult(index, "accepted", event_id))
         await self.producer.send_all(records)
         for channel in set(channels):
             self.metrics.count(channel, "accepted", n=channels.count(channel))

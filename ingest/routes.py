@@ -54,8 +54,8 @@ IntakeDep = Annotated[Intake, Depends(intake)]
 @router.post("/reviews", status_code=202, responses=_ERRORS, tags=["hall devices, app and web"])
 async def post_review(review: ReviewIn, principal: Sender, intake: IntakeDep) -> JSONResponse:  # type: ignore[valid-type]
     """One rating. 202 once Kafka acknowledged it; a retry with the same event_id is a duplicate downstream."""
-    accepted, _ = await intake.accept_review(review, principal.key_id)
-    return JSONResponse({"status": "accepted", "event_id": accepted.event_id}, status_code=202)
+    event_id, _ = await intake.accept_review(review, principal.key_id)
+    return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
 
 
 @router.post("/reviews/batch", status_code=202, responses=_ERRORS, tags=["hall devices, app and web"])
