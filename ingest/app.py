@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,23 +30,41 @@ from ingest.errors import JSONResponse, problem_response, request_validation_han
 from ingest.intake import Intake, RegistryNotReady
 from ingest.invitations import InvitationRegistry
 from ingest.metrics import IngestMetrics
+from ingest.payloads import ReviewBatchIn, ReviewIn
 from ingest.producer import BrokerUnavailable, EventProducer
-from ingest.routes import router
+from ingest.routes import item_results, router
 
 log = logging.getLogger(__name__)
 
 
 class SignedRequests:
-    """ASGI middleware for /v1: read the body (bounded), check its type, verify the signature."""
+    """ASGI middleware for /v1: read the body (bounded), check its type, verify the signature.
+
+    It also answers the two busiest requests, a valid review and a valid review batch, without the
+    framework's routing and dependency machinery (a third of a request's CPU). Only the success path
+    is taken here: a body the input model does not accept in one go (invalid JSON, a contract
+    problem, a batch over the limit) goes on to the FastAPI route, which answers it exactly as it
+    always did. The routes stay the definition of these endpoints (and of the OpenAPI spec); the
+    answers here are built by the same functions.
+    """
 
     def __init__(
-        self, app: ASGIApp, verifier: Verifier, metrics: IngestMetrics, max_body: int, paths: frozenset[str]
+        self,
+        app: ASGIApp,
+        verifier: Verifier,
+        metrics: IngestMetrics,
+        max_body: int,
+        paths: frozenset[str],
+        intake: Intake,
+        settings: Settings,
     ) -> None:
         self.app = app
         self.paths = paths  # known endpoints: any other path is labelled "other" (bounded metric labels)
         self.verifier = verifier
         self.metrics = metrics
         self.max_body = max_body
+        self.intake = intake
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
@@ -65,6 +84,11 @@ class SignedRequests:
                 await response(scope, receive, send_timed)
                 return
             body = response
+            if scope["method"] == "POST" and not scope.get("query_string"):
+                answer = await self._fast(scope["path"], body, scope["state"]["principal"].key_id)
+                if answer is not None:
+                    await answer(scope, receive, send_timed)
+                    return
 
             async def replay() -> Message:
                 return {"type": "http.request", "body": body, "more_body": False}
@@ -73,6 +97,24 @@ class SignedRequests:
         finally:
             endpoint = scope["path"] if scope["path"] in self.paths else "other"
             self.metrics.requests.labels(endpoint, str(status_box[0])).observe(time.perf_counter() - started)
+
+    async def _fast(self, path: str, body: bytes, sender: str) -> Response | None:
+        """The answer to a valid review or batch, or None to let the route answer."""
+        try:
+            if path == "/v1/reviews":
+                review = ReviewIn.model_validate_json(body)
+                event_id, _ = await self.intake.accept_review(review, sender)
+                return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
+            if path == "/v1/reviews/batch":
+                batch = ReviewBatchIn.model_validate_json(body)
+                if len(batch.reviews) > self.settings.ingest.max_batch:
+                    return None
+                return item_results(await self.intake.accept_batch(batch.reviews, sender))
+        except ValidationError:
+            return None
+        except BrokerUnavailable as exc:
+            return broker_unavailable(self.settings, exc)
+        return None
 
     async def _check(self, scope: Scope, receive: Receive) -> bytes | Response:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -165,6 +207,8 @@ def create_app(settings: Settings, producer: EventProducer | None = None) -> Fas
         metrics=metrics,
         max_body=settings.ingest.max_body_bytes,
         paths=frozenset(getattr(route, "path", "") for route in router.routes),
+        intake=intake,
+        settings=settings,
     )
 
     @app.get("/healthz", include_in_schema=False)
@@ -204,16 +248,20 @@ async def _warm_up(intake: Intake) -> None:
         log.warning("Kafka is not reachable yet (%s); requests get 503 until it is", exc)
 
 
+def broker_unavailable(settings: Settings, exc: Exception) -> Response:
+    retry_after = settings.ingest.retry_after_seconds
+    return problem_response(
+        503,
+        "Kafka did not acknowledge the write: nothing was accepted",
+        headers={"Retry-After": str(retry_after)},
+        detail=f"{exc}; send the same request again (newly signed) after {retry_after} s",
+        retry_after=retry_after,
+    )
+
+
 def _broker_unavailable(settings: Settings, metrics: IngestMetrics) -> Any:
     async def handler(request: Request, exc: Exception) -> Response:
-        retry_after = settings.ingest.retry_after_seconds
-        return problem_response(
-            503,
-            "Kafka did not acknowledge the write: nothing was accepted",
-            headers={"Retry-After": str(retry_after)},
-            detail=f"{exc}; send the same request again (newly signed) after {retry_after} s",
-            retry_after=retry_after,
-        )
+        return broker_unavailable(settings, exc)
 
     return handler
 

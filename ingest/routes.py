@@ -77,7 +77,7 @@ async def post_review_batch(batch: ReviewBatchIn, principal: Sender, intake: Int
             ],
         )
     results = await intake.accept_batch(batch.reviews, principal.key_id)
-    return _item_results(results)
+    return item_results(results)
 
 
 @router.post("/sms/invitations", status_code=202, responses=_ERRORS, tags=["SMS"])
@@ -135,10 +135,10 @@ async def post_provincial(
     if not items:
         return problem_response(422, "no records", [Problem("", "send at least one record", "too_short")])
     results = await intake.accept_provincial(items, principal.key_id)
-    return _item_results(results)
+    return item_results(results)
 
 
-def _item_results(results: list[Any]) -> JSONResponse:
+def item_results(results: list[Any]) -> JSONResponse:
     counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "rejected")}
     # 202 says Kafka holds something; with nothing accepted, the items' problems are the answer.
     status = 202 if counts["accepted"] else 422 if counts["rejected"] else 200
