@@ -30,7 +30,7 @@ from ingest.errors import JSONResponse, problem_response, request_validation_han
 from ingest.intake import Intake, RegistryNotReady
 from ingest.invitations import InvitationRegistry
 from ingest.metrics import IngestMetrics
-from ingest.payloads import ReviewBatchIn, ReviewIn
+from ingest.payloads import ReviewIn, ValidReviewBatch
 from ingest.producer import BrokerUnavailable, EventProducer
 from ingest.routes import item_results, router
 
@@ -106,7 +106,9 @@ class SignedRequests:
                 event_id, _ = await self.intake.accept_review(review, sender)
                 return JSONResponse({"status": "accepted", "event_id": event_id}, status_code=202)
             if path == "/v1/reviews/batch":
-                batch = ReviewBatchIn.model_validate_json(body)
+                # Every item valid, checked in one pass (else the route answers item by item);
+                # accept_batch takes the validated items as they are (pydantic does not revalidate).
+                batch = ValidReviewBatch.model_validate_json(body)
                 if len(batch.reviews) > self.settings.ingest.max_batch:
                     return None
                 return item_results(await self.intake.accept_batch(batch.reviews, sender))
