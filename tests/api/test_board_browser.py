@@ -77,11 +77,15 @@ def test_board_shows_figures_and_a_new_red_ticket_live(
     from kafka import KafkaProducer
     from playwright.sync_api import expect, sync_playwright
 
-    # Today's ratings so far: 200 within the last minutes.
-    today = seed_reviews(random.Random(7), datetime.now(BEIJING) - timedelta(hours=9), 200)
+    # Today's ratings so far: 200 within the last half hour, but never before midnight in Beijing
+    # (the board's "today"), whatever time of day the test runs.
+    now = datetime.now(BEIJING)
+    since_midnight = now - now.replace(hour=0, minute=0, second=0, microsecond=0)
+    spread = min(timedelta(minutes=30), since_midnight * 0.9)
+    today = seed_reviews(random.Random(7), now - timedelta(hours=9), 200)
     for i, row in enumerate(today):
         row["event_id"] = f"today-{i}"
-        row["rated_at"] = datetime.now(BEIJING) - timedelta(minutes=1 + i % 30)
+        row["rated_at"] = now - spread * ((1 + i % 30) / 31)
     insert_rows(ch_client, "reviews", today)
     official_today = sum(1 for r in today if not r["fraud_flags"])
 
