@@ -1,11 +1,14 @@
-// The live board: one snapshot from /v1/board/summary, then server-sent events from /v1/live.
+// The live board: figures from /v1/board/summary (what ClickHouse holds), re-read when the
+// server-sent events of /v1/live say something changed. The figures are never added up here: the
+// stream's ticks and the sink's rows have different lag, and adding one to the other would drift.
 // The token comes from the URL fragment (#token=...; a fragment never reaches server logs) or the
 // login form, and is kept in sessionStorage for this tab only. EventSource cannot send headers, so
 // the stream gets it as ?access_token=.
 "use strict";
 
 const state = { token: null, counts: [0, 0, 0, 0, 0], trend: new Map(), units: new Map(), red: [], overdue: [],
-                colours: { red: 0, yellow: 0, blue: 0 }, minSample: 1, charts: {}, source: null, resyncTimer: null, dirty: false };
+                colours: { red: 0, yellow: 0, blue: 0 }, minSample: 1, charts: {}, source: null, resyncTimer: null, dirty: false,
+                refreshing: false, again: false, lastRefresh: 0, trailingUntil: 0 };
 
 const SCORES = [0, 3, 6, 8, 10];
 const COLOUR_NAMES = { red: "红", yellow: "黄", blue: "蓝" };
@@ -38,14 +41,35 @@ async function resync() {
   state.counts = countsOf(s.today);
   state.trend = new Map(s.trend.map((p) => [minuteKey(p.at), countsOf(p)]));
   state.units = new Map(s.ranking.map((r) => [r.key, { name: r.name || r.key, counts: countsOf(r) }]));
-  state.minSample = s.min_sample; state.colours = s.colours; state.red = s.red_tickets; state.overdue = s.overdue;
+  state.minSample = s.min_sample; state.colours = s.colours;
+  state.red = withFresh(s.red_tickets, state.red, 10); state.overdue = withFresh(s.overdue, state.overdue, 20);
   $("scope").textContent = s.scope ? "单位：" + s.scope : "全部单位";
   state.dirty = true;
 }
 
-function scheduleResync(ms) {
+// Tickets announced live stay on their list until the snapshot holds them (the sink writes a moment later).
+function withFresh(snapshot, shown, limit) {
+  const known = new Set(snapshot.map((t) => t.ticket_id));
+  const fresh = shown.filter((t) => t.fresh && Date.now() - t.seenAt < 30000 && !known.has(t.ticket_id));
+  return [...fresh, ...snapshot].slice(0, limit);
+}
+
+// Something changed: re-read at most once a second, and once more 2.5 s after the last change so that
+// what the sink writes a moment after the stream announced it shows too.
+function refreshSoon() {
+  state.trailingUntil = Date.now() + 2500;
+  if (state.refreshing) { state.again = true; return; }
   clearTimeout(state.resyncTimer);
-  state.resyncTimer = setTimeout(() => resync().catch(console.error), ms);
+  state.resyncTimer = setTimeout(refresh, Math.max(0, state.lastRefresh + 1000 - Date.now()));
+}
+
+async function refresh() {
+  state.refreshing = true; state.lastRefresh = Date.now();
+  try { await resync(); } catch (e) { console.error(e); }
+  state.refreshing = false;
+  const wait = state.again ? 1000 : state.trailingUntil - Date.now();
+  state.again = false;
+  if (wait > 0) { clearTimeout(state.resyncTimer); state.resyncTimer = setTimeout(refresh, Math.max(wait, 1000)); }
 }
 
 function render() {
@@ -90,39 +114,24 @@ function renderTickets(ul, items) {
   for (const t of items) delete t.fresh;
 }
 
-function onSatisfaction(data) {
-  for (const row of data.rows) {
-    for (let i = 0; i < 5; i++) state.counts[i] += row.counts[i];
-    const key = minuteKey(row.minute);
-    const m = state.trend.get(key) || [0, 0, 0, 0, 0];
-    for (let i = 0; i < 5; i++) m[i] += row.counts[i];
-    state.trend.set(key, m);
-    const u = state.units.get(row.unit_code) || { name: row.unit_code, counts: [0, 0, 0, 0, 0] };
-    for (let i = 0; i < 5; i++) u.counts[i] += row.counts[i];
-    state.units.set(row.unit_code, u);
-  }
-  state.dirty = true;
-}
-
 function connect() {
   state.source?.close();
   const es = new EventSource("/v1/live?access_token=" + encodeURIComponent(state.token));
   state.source = es;
   es.addEventListener("ready", () => { $("status").textContent = "实时"; $("status").className = "status live"; });
-  es.addEventListener("satisfaction", (e) => onSatisfaction(JSON.parse(e.data)));
+  es.addEventListener("satisfaction", refreshSoon);
   es.addEventListener("red_ticket", (e) => {
     const t = JSON.parse(e.data);
-    if (!state.red.some((x) => x.ticket_id === t.ticket_id)) { t.fresh = true; state.red.unshift(t); state.red.length = Math.min(state.red.length, 10); }
-    if (t.event === "opened") state.colours.red = (state.colours.red || 0) + 1;
-    state.dirty = true;
+    if (!state.red.some((x) => x.ticket_id === t.ticket_id)) { Object.assign(t, { fresh: true, seenAt: Date.now() }); state.red.unshift(t); state.red.length = Math.min(state.red.length, 10); }
+    state.dirty = true; refreshSoon();
   });
   es.addEventListener("overdue", (e) => {
     const t = JSON.parse(e.data);
-    state.overdue = [Object.assign(t, { fresh: true }), ...state.overdue.filter((x) => x.ticket_id !== t.ticket_id)];
-    state.dirty = true;
+    state.overdue = [Object.assign(t, { fresh: true, seenAt: Date.now() }), ...state.overdue.filter((x) => x.ticket_id !== t.ticket_id)];
+    state.dirty = true; refreshSoon();
   });
   // Any other change of a ticket may move the colour counts: the ledger's state in ClickHouse decides.
-  es.addEventListener("ticket", () => scheduleResync(3000));
+  es.addEventListener("ticket", refreshSoon);
   es.onerror = () => { $("status").textContent = "重连中…"; $("status").className = "status down"; };
 }
 
