@@ -26,6 +26,7 @@ from hypothesis import settings as hypothesis_settings
 from haochaping.settings import ClickHouseSettings, KafkaSettings, Settings, StreamsSettings
 from haochaping.stack.clickhouse import ClickHouseServer
 from haochaping.stack.kafka import KafkaBroker
+from haochaping.stack.process import pid_alive
 
 # Property tests check rules, not speed: a 2-core CI box under load must not fail them on a deadline.
 hypothesis_settings.register_profile("haochaping", deadline=None, print_blob=True)
@@ -48,16 +49,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 # -- shared servers ---------------------------------------------------------------------------------
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
@@ -102,7 +93,7 @@ def _shared_server(name: str, server: Any) -> Iterator[Any]:
     finally:
         with _locked(name) as leases:
             lease.unlink(missing_ok=True)
-            others = [p for p in leases.iterdir() if _pid_alive(int(p.name.split("-")[0]))]
+            others = [p for p in leases.iterdir() if pid_alive(int(p.name.split("-")[0]))]
             for stale in set(leases.iterdir()) - set(others):
                 stale.unlink(missing_ok=True)
             if not others and started_marker.exists():

@@ -16,7 +16,9 @@ class Action(enum.StrEnum):
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def stack(ctx: typer.Context, action: Action = typer.Argument(..., help="install, up, down or status")) -> None:
+    def stack(
+        ctx: typer.Context, action: Action = typer.Argument(..., help="install, up, down or status")
+    ) -> None:
         """Install, start, stop or show the local Kafka broker and ClickHouse (data under var/)."""
         from haochaping.stack import run_stack_cli
 

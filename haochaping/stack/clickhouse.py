@@ -27,10 +27,8 @@ User ``default`` without password: the listeners bind to 127.0.0.1 only. Layout 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +38,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from haochaping.stack.process import ManagedProcess, port_open, tail
 
 if TYPE_CHECKING:
     from haochaping.settings import Settings
@@ -82,14 +82,6 @@ def _ping(http_port: int, timeout: float = 1.0) -> bool:
     try:
         return _http(f"http://127.0.0.1:{http_port}/ping", timeout=timeout).strip() == "Ok."
     except (OSError, urllib.error.URLError, ValueError):
-        return False
-
-
-def _port_open(port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
         return False
 
 
@@ -145,7 +137,7 @@ def serve(data_dir: Path, http_port: int, tcp_port: int, conf_dir: Path | None =
 
     ready = False
     while not stop.is_set() and holder.is_alive():
-        if not ready and _ping(http_port, timeout=0.5) and _port_open(tcp_port):
+        if not ready and _ping(http_port, timeout=0.5) and port_open(tcp_port):
             ready = True
             print(
                 f"clickhouse: ready on http://127.0.0.1:{http_port} and tcp 127.0.0.1:{tcp_port} "
@@ -196,22 +188,11 @@ def main(argv: list[str] | None = None) -> int:
 # -- the controller -----------------------------------------------------------------------------------
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-class ClickHouseServer:
+class ClickHouseServer(ManagedProcess):
     """Controls one local endpoint process, identified by its ``var_dir`` and ``http_port``."""
+
+    name = "ClickHouse"
+    error = ClickHouseError
 
     def __init__(self, var_dir: Path, http_port: int = 8123, tcp_port: int = 9000) -> None:
         self.var_dir = Path(var_dir).resolve()
@@ -248,6 +229,9 @@ class ClickHouseServer:
     def pid_file(self) -> Path:
         return self.home / f"server-{self.http_port}.pid"
 
+    def _owns(self, command_line: str) -> bool:
+        return _MODULE in command_line and str(self.data_dir) in command_line
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}"
@@ -259,27 +243,9 @@ class ClickHouseServer:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def pid(self) -> int | None:
-        try:
-            pid = int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        if not _pid_alive(pid):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-        except OSError:
-            return pid
-        if _MODULE not in cmdline or str(self.data_dir) not in cmdline:
-            return None  # the pid was reused by something else
-        return pid
-
-    def is_running(self) -> bool:
-        return self.pid() is not None
-
     def is_ready(self) -> bool:
         """``GET /ping`` answers ``Ok.`` and the native TCP port accepts connections."""
-        return _ping(self.http_port) and _port_open(self.tcp_port)
+        return _ping(self.http_port) and port_open(self.tcp_port)
 
     def query(self, sql: str, timeout: float = 30.0) -> str:
         """Run one statement over HTTP and return its TSV output (for small admin queries)."""
@@ -302,7 +268,7 @@ class ClickHouseServer:
                 f"port {self.http_port} already serves ClickHouse, but not from {self.data_dir} "
                 f"(no live pid in {self.pid_file})"
             )
-        busy = [p for p in (self.http_port, self.tcp_port) if _port_open(p)]
+        busy = [p for p in (self.http_port, self.tcp_port) if port_open(p)]
         if busy:
             raise ClickHouseError(f"port(s) {busy} already in use by another process")
         self.home.mkdir(parents=True, exist_ok=True)
@@ -344,69 +310,16 @@ class ClickHouseServer:
         while True:
             if self._proc is not None and self._proc.poll() is not None:
                 raise ClickHouseError(
-                    f"ClickHouse exited with code {self._proc.returncode}; {self.log_file}:\n{self._tail()}"
+                    f"ClickHouse exited with code {self._proc.returncode}; {self.log_file}:\n{tail(self.log_file)}"
                 )
             if self.is_ready():
                 return time.monotonic() - start
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"ClickHouse on port {self.http_port} not ready after {timeout:.0f}s; "
-                    f"{self.log_file}:\n{self._tail()}"
+                    f"{self.log_file}:\n{tail(self.log_file)}"
                 )
             time.sleep(0.1)
-
-    def _tail(self, lines: int = 40) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def _wait_exit(self, pid: int, timeout: float) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_alive(pid):
-                return True
-            time.sleep(0.05)
-        return not _pid_alive(pid)
-
-    def stop(self, timeout: float = 30.0) -> bool:
-        """SIGTERM the endpoint (SIGKILL after ``timeout``); return False if it was not running."""
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            self._reap()
-            return False
-        _signal(pid, signal.SIGTERM)
-        if not self._wait_exit(pid, timeout):
-            _signal(pid, signal.SIGKILL)
-            if not self._wait_exit(pid, 10):
-                raise ClickHouseError(f"ClickHouse (pid {pid}) survived SIGKILL")
-        self.pid_file.unlink(missing_ok=True)
-        self._reap()
-        return True
-
-    def _reap(self) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(1)
-            self._proc = None
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    """Signal the process group ``pid`` leads (it does when we started it), else ``pid`` alone."""
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 if __name__ == "__main__":

@@ -25,8 +25,6 @@ import logging
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -34,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from string import Template
 from typing import TYPE_CHECKING
+
+from haochaping.stack.process import ManagedProcess, port_open, tail
 
 if TYPE_CHECKING:
     from haochaping.settings import Settings
@@ -59,44 +59,6 @@ class KafkaError(RuntimeError):
     """The local broker could not be installed, started or stopped."""
 
 
-def _pid_alive(pid: int) -> bool:
-    """True if ``pid`` exists and is not a zombie."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (not Linux): trust kill(0)
-    # state is the field after the parenthesised command name
-    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-
-
-def _cmdline(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return None
-
-
-def _port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def _cluster_id() -> str:
     """A KRaft cluster id, as ``kafka-storage.sh random-uuid`` makes it (base64url of 16 random bytes)."""
     while True:
@@ -105,8 +67,11 @@ def _cluster_id() -> str:
             return value
 
 
-class KafkaBroker:
+class KafkaBroker(ManagedProcess):
     """One local KRaft broker+controller, identified by its ``var_dir`` and client ``port``."""
+
+    name = "Kafka"
+    error = KafkaError
 
     def __init__(
         self,
@@ -156,6 +121,9 @@ class KafkaBroker:
     @property
     def pid_file(self) -> Path:
         return self.home / f"broker-{self.port}.pid"
+
+    def _owns(self, command_line: str) -> bool:
+        return str(self.config_file) in command_line
 
     @property
     def bootstrap_servers(self) -> str:
@@ -233,7 +201,7 @@ class KafkaBroker:
     def version(self) -> str:
         """The Kafka version: what the running broker logged at start, else that of the installed jars."""
         if self.is_running():
-            found = _LOG_VERSION_RE.findall(_tail(self.log_file, 2000))
+            found = _LOG_VERSION_RE.findall(tail(self.log_file, 2000))
             if found:
                 return str(found[-1])
         for jar in sorted(self.libs_dir.glob("kafka_2.13-*.jar")):
@@ -244,25 +212,9 @@ class KafkaBroker:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def pid(self) -> int | None:
-        """Pid of this broker if it is running (from the pid file, checked against the process table)."""
-        try:
-            pid = int(self.pid_file.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        if not _pid_alive(pid):
-            return None
-        cmdline = _cmdline(pid)
-        if cmdline is not None and str(self.config_file) not in cmdline:
-            return None  # the pid was reused by something else
-        return pid
-
-    def is_running(self) -> bool:
-        return self.pid() is not None
-
     def is_ready(self, timeout: float = 5.0) -> bool:
         """One real Kafka API round trip: a Metadata request that lists this broker."""
-        if not _port_open(self.port):
+        if not port_open(self.port):
             return False
         from kafka import KafkaAdminClient
 
@@ -339,7 +291,7 @@ class KafkaBroker:
         """
         if self.is_running():
             return False
-        if _port_open(self.port) or _port_open(self.controller_port):
+        if port_open(self.port) or port_open(self.controller_port):
             raise KafkaError(
                 f"port {self.port} or {self.controller_port} is already in use by a process that is not "
                 f"this broker (no live pid in {self.pid_file})"
@@ -380,64 +332,13 @@ class KafkaBroker:
         while True:
             if self._proc is not None and self._proc.poll() is not None:
                 raise KafkaError(
-                    f"Kafka exited with code {self._proc.returncode}; {self.log_file}:\n{_tail(self.log_file)}"
+                    f"Kafka exited with code {self._proc.returncode}; {self.log_file}:\n{tail(self.log_file)}"
                 )
             if self.is_ready(timeout=min(5.0, max(0.5, deadline - time.monotonic()))):
                 return time.monotonic() - start
             if time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"Kafka on port {self.port} not ready after {timeout:.0f}s; "
-                    f"{self.log_file}:\n{_tail(self.log_file)}"
+                    f"{self.log_file}:\n{tail(self.log_file)}"
                 )
             time.sleep(0.2)
-
-    def _wait_exit(self, pid: int, timeout: float) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout)
-                return True
-            except subprocess.TimeoutExpired:
-                return False
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not _pid_alive(pid):
-                return True
-            time.sleep(0.1)
-        return not _pid_alive(pid)
-
-    def stop(self, timeout: float = 30.0) -> bool:
-        """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); return False if it was not running.
-
-        Works for a broker started by another process: it finds it through the pid file.
-        """
-        pid = self.pid()
-        if pid is None:
-            self.pid_file.unlink(missing_ok=True)
-            self._reap()
-            return False
-        _signal_group(pid, signal.SIGTERM)
-        if not self._wait_exit(pid, timeout):
-            log.warning("Kafka (pid %s) did not stop in %.0fs: killing it", pid, timeout)
-            _signal_group(pid, signal.SIGKILL)
-            if not self._wait_exit(pid, 10):
-                raise KafkaError(f"Kafka (pid {pid}) survived SIGKILL")
-        self.pid_file.unlink(missing_ok=True)
-        self._reap()
-        return True
-
-    def _reap(self) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(1)
-            self._proc = None
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    """Signal ``pid``'s process group if ``pid`` leads it (it does when we started it), else ``pid`` alone."""
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
