@@ -3,6 +3,7 @@ file, found again by any later command, and stopped with SIGTERM, then SIGKILL."
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import os
@@ -64,7 +65,7 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
         pass
 
 
-class ManagedProcess:
+class ManagedProcess(abc.ABC):
     """A server process that this or another command started, known by its pid file."""
 
     name = "process"
@@ -72,12 +73,12 @@ class ManagedProcess:
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
-    def pid_file(self) -> Path:
-        raise NotImplementedError  # each server names its own
+    @abc.abstractmethod
+    def pid_file(self) -> Path: ...
 
+    @abc.abstractmethod
     def _owns(self, command_line: str) -> bool:
         """Whether a live process with this command line is this server (and not a reused pid)."""
-        raise NotImplementedError  # each server knows its own command line
 
     def pid(self) -> int | None:
         """Pid of this server if it is running (from the pid file, checked against the process table)."""
