@@ -38,7 +38,21 @@ class Remembered:
 
 
 def encode_value(event_id: str, stars: int, day: date) -> bytes:
-    return f"{event_id}|{stars}|{day:%Y%m%d}".encode()
+    return encode_with_day_text(event_id, stars, day_text(day))
+
+
+def day_text(day: date) -> str:
+    """The day as a value stores it (``yyyymmdd``)."""
+    return f"{day:%Y%m%d}"
+
+
+def encode_with_day_text(event_id: str, stars: int, day: str) -> bytes:
+    """:func:`encode_value` with the day already formatted by :func:`day_text`.
+
+    Formatting a date (``strftime``) cost more than the rest of the value; the review stage formats
+    each day once and keeps it with the minute it belongs to.
+    """
+    return f"{event_id}|{stars}|{day}".encode()
 
 
 def _day(raw: bytes) -> date | None:

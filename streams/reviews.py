@@ -32,7 +32,7 @@ first minutes after a restart may miss a burst that began before it.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import orjson
@@ -54,9 +54,10 @@ from streams.batch import (
     Incoming,
     describe_json_error,
 )
-from streams.dedupe import Remembered, beyond_horizon, decode_value, encode_value
+from streams.dedupe import Remembered, beyond_horizon, day_text, decode_value, encode_with_day_text
 
 _REVIEW = TypeAdapter(Review)
+_VALIDATE_REVIEW = _REVIEW.validate_json
 _INTAKE = TypeAdapter(LedgerIntake)
 _ALERT = TypeAdapter(Alert)
 
@@ -74,7 +75,12 @@ def accepted_json(review: Review, flags: Sequence[FraudFlag]) -> bytes:
     a new model cost more than validating the review in the first place (a third of the stage).
     """
     body = _REVIEW.dump_json(review)
+    if not flags:
+        return body[:-1] + _NO_FLAGS
     return body[:-1] + b',"fraud_flags":' + orjson.dumps(flags) + b"}"
+
+
+_NO_FLAGS = b',"fraud_flags":[]}'
 
 
 def _first_rating_key(review: Review) -> bytes:
@@ -83,6 +89,41 @@ def _first_rating_key(review: Review) -> bytes:
 
 def _minute(at: datetime) -> datetime:
     return at.astimezone(BEIJING).replace(second=0, microsecond=0)
+
+
+# Between these instants Beijing is UTC+8 all year (China's last summer time ended 1991-09-15), so a
+# Beijing minute starts on a multiple of 60 POSIX seconds, and a float timestamp still resolves a
+# microsecond (its spacing stays below 0.5 µs). Instants outside take the time zone's own path.
+_FIXED_OFFSET_FROM = datetime(1992, 1, 1, tzinfo=UTC).timestamp()
+_FIXED_OFFSET_UNTIL = datetime(2100, 1, 1, tzinfo=UTC).timestamp()
+
+
+class BeijingMinutes:
+    """The Beijing minute, day and stored day text of an instant, remembered per minute.
+
+    Converting every rating's time to Beijing time and formatting its day cost more per review than
+    anything else in the stage but validation; the ratings of a batch fall in a few minutes.
+    """
+
+    def __init__(self, kept: int = 10_000) -> None:
+        self.kept = kept
+        self._by_minute: dict[int, tuple[datetime, date, str]] = {}
+
+    def of(self, at: datetime, timestamp: float) -> tuple[datetime, date, str]:
+        """``(minute, day, day_text(day))`` of ``at`` in Beijing; ``timestamp`` is ``at.timestamp()``."""
+        if _FIXED_OFFSET_FROM <= timestamp < _FIXED_OFFSET_UNTIL:
+            epoch_minute = int(timestamp // 60)
+            known = self._by_minute.get(epoch_minute)
+            if known is None:
+                if len(self._by_minute) >= self.kept:
+                    self._by_minute.clear()
+                minute = datetime.fromtimestamp(epoch_minute * 60, BEIJING)
+                day = minute.date()
+                known = self._by_minute[epoch_minute] = (minute, day, day_text(day))
+            return known
+        minute = _minute(at)
+        day = minute.date()
+        return minute, day, day_text(day)
 
 
 class ReviewStage:
@@ -100,6 +141,7 @@ class ReviewStage:
         self.repeats = RepeatTracker.from_policy(config.repeats)
         self.fraud = fraud
         self.spikes = spikes
+        self.minutes = BeijingMinutes()
 
     @classmethod
     def from_rules(cls, rules: TriageRules, dedupe_horizon_days: int = 400) -> ReviewStage:
@@ -133,9 +175,13 @@ class ReviewStage:
                 return None
             return held
 
+        minute_of = self.minutes.of
+        observe_fraud = self.fraud.observe
+        emit, write = result.emit, result.write
+        accepted = flagged = 0
         for record in batch:
             try:
-                review = Review.model_validate_json(record.value)
+                review = _VALIDATE_REVIEW(record.value)
             except ValidationError as exc:
                 if _is_json_error(exc):
                     result.dead_letter(
@@ -150,8 +196,10 @@ class ReviewStage:
                     )
                 continue
 
+            # once per review: the fraud windows, the repeat counts and the minute all need it
+            timestamp = review.rated_at.timestamp()
+            minute, rated, rated_text = minute_of(review.rated_at, timestamp)
             key = dedup_table_key(review)
-            rated = review.rated_at.astimezone(BEIJING).date()
             previous = seen(key, rated)
             if previous is not None:
                 retry = previous.event_id == review.event_id
@@ -162,18 +210,18 @@ class ReviewStage:
                 if first is None or first.stars > 2:
                     result.counts["dropped.follow_up_without_bad_review"] += 1
                     continue
-            value = encode_value(review.event_id, review.stars, rated)
+            value = encode_with_day_text(review.event_id, review.stars, rated_text)
             pending[key] = value
-            result.write(record.partition, key, value)
+            write(record.partition, key, value)
 
-            flags = self.fraud.observe(review)
-            result.emit(REVIEWS_ACCEPTED, review.unit_code, accepted_json(review, flags))
-            result.counts["accepted"] += 1
+            flags = observe_fraud(review, timestamp)
+            emit(REVIEWS_ACCEPTED, review.unit_code, accepted_json(review, flags))
+            accepted += 1
             if flags:
-                result.counts["fraud_flagged"] += 1
+                flagged += 1
 
             dims = (
-                _minute(review.rated_at),
+                minute,
                 review.region_code,
                 review.hall_id,
                 review.unit_code,
@@ -188,23 +236,31 @@ class ReviewStage:
             counts[review.stars - 1 + (5 if flags else 0)] += 1
 
             if review.is_bad:
-                self._triage(review, result)
+                self._triage(review, timestamp, result)
             if not flags:
-                official = unit_minutes.get((review.unit_code, dims[0]))
+                official = unit_minutes.get((review.unit_code, minute))
                 if official is None:
-                    official = unit_minutes[(review.unit_code, dims[0])] = [0] * 5
+                    official = unit_minutes[(review.unit_code, minute)] = [0] * 5
                 official[review.stars - 1] += 1
+        if accepted:
+            result.counts["accepted"] += accepted
+        if flagged:
+            result.counts["fraud_flagged"] += flagged
 
         if self.spikes is not None:
             for (unit, minute), counts in sorted(unit_minutes.items(), key=lambda item: item[0][1]):
                 alert = self._spike(unit, minute, counts)
                 if alert is not None:
-                    result.emit(ALERTS, unit, _ALERT.dump_json(alert))
+                    emit(ALERTS, unit, _ALERT.dump_json(alert))
                     result.counts["alert.spike"] += 1
+        isos: dict[datetime, str] = {}
         for dims, counts in minutes.items():
             minute, region, hall, unit, window, staff, item, channel = dims
+            iso = isos.get(minute)
+            if iso is None:
+                iso = isos[minute] = minute.isoformat()
             record_ = {
-                "minute": minute.isoformat(),
+                "minute": iso,
                 "region_code": region,
                 "hall_id": hall,
                 "unit_code": unit,
@@ -215,16 +271,17 @@ class ReviewStage:
                 "counts": counts[:5],
                 "fraud_counts": counts[5:],
             }
-            key = "|".join("" if part is None else str(part) for part in dims[1:])
-            result.emit(SATISFACTION_MINUTE, key, orjson.dumps(record_))
-            result.counts["minute_records"] += 1
+            key = f"{region}|{hall or ''}|{unit}|{window or ''}|{staff or ''}|{item}|{channel}"
+            emit(SATISFACTION_MINUTE, key, orjson.dumps(record_))
+        if minutes:
+            result.counts["minute_records"] += len(minutes)
         return result
 
-    def _triage(self, review: Review, result: BatchResult) -> None:
+    def _triage(self, review: Review, timestamp: float, result: BatchResult) -> None:
         at = review.received_at or review.rated_at
         window_key, staff_key = repeat_keys(review)
-        repeats_window = self.repeats.observe(window_key, review.rated_at) if window_key else 0
-        repeats_staff = self.repeats.observe(staff_key, review.rated_at) if staff_key else 0
+        repeats_window = self.repeats.observe_timestamp(window_key, timestamp) if window_key else 0
+        repeats_staff = self.repeats.observe_timestamp(staff_key, timestamp) if staff_key else 0
         triaged = self.triage.triage_review(
             review, repeats_window=repeats_window, repeats_staff=repeats_staff
         )

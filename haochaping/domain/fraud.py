@@ -53,22 +53,28 @@ class FraudDetector:
         self._staff = RepeatTracker(timedelta(minutes=cfg.staff_burst_minutes), max_keys=cfg.max_keys)
         self._rater = _DistinctCases(timedelta(minutes=cfg.rater_minutes), cfg.max_keys)
 
-    def observe(self, review: Review) -> tuple[FraudFlag, ...]:
-        """The flags of this rating (in FraudFlag order); call once per accepted rating, in any order."""
+    def observe(self, review: Review, rated_at: float | None = None) -> tuple[FraudFlag, ...]:
+        """The flags of this rating (in FraudFlag order); call once per accepted rating, in any order.
+
+        ``rated_at``: ``review.rated_at.timestamp()`` when the caller has it already.
+        """
         cfg = self.config
+        if review.stars < cfg.top_stars and not review.rater_id:
+            return ()
+        at = review.rated_at.timestamp() if rated_at is None else rated_at
         flags: list[FraudFlag] = []
         if review.stars >= cfg.top_stars:
             if (
                 review.device_id
-                and self._device.observe(review.device_id, review.rated_at) >= cfg.device_burst_count
+                and self._device.observe_timestamp(review.device_id, at) >= cfg.device_burst_count
             ):
                 flags.append(FraudFlag.DEVICE_BURST)
             if review.staff_id:
                 key = f"{review.unit_code}|{review.staff_id}"
-                if self._staff.observe(key, review.rated_at) >= cfg.staff_burst_count:
+                if self._staff.observe_timestamp(key, at) >= cfg.staff_burst_count:
                     flags.append(FraudFlag.STAFF_BURST)
         if review.rater_id:
-            cases = self._rater.observe(review.rater_id, review.rated_at.timestamp(), review.case_no)
+            cases = self._rater.observe(review.rater_id, at, review.case_no)
             if cases >= cfg.rater_cases:
                 flags.append(FraudFlag.RATER_SPREE)
         return tuple(flags)

@@ -25,6 +25,8 @@ from haochaping.domain.records import Colour, TriageReason
 
 DEFAULT_RULE = "blue.default"
 _SEVERITY = {Colour.RED: 0, Colour.YELLOW: 1, Colour.BLUE: 2}
+# Distinct sets of hits whose results are kept (a few hundred bytes each); the cache starts over when full.
+_RESULTS_KEPT = 4096
 _WHITESPACE = re.compile(r"[\s\u200b\u200c\u200d\ufeff]+")
 _T2S = opencc.OpenCC("t2s")
 
@@ -86,6 +88,7 @@ class TriageRules:
                     ) from exc
             if spec.signal is not None:
                 self._signals.setdefault(spec.signal, []).append(rid)
+        self._results: dict[tuple[tuple[str, tuple[str, ...]], ...], TriageResult] = {}
         self._automaton: ahocorasick.Automaton | None = None
         if words:
             automaton = ahocorasick.Automaton()
@@ -129,6 +132,17 @@ class TriageRules:
 
     def result(self, found: dict[str, list[str]]) -> TriageResult:
         """Reasons sorted most urgent first, then in rules-file order; blue.default when none fired."""
+        # Texts differ, the rules and words they hit much less: the same hits give the same (frozen)
+        # result, and building its reasons (pydantic models) cost more than matching the text.
+        key = tuple((rid, tuple(terms)) for rid, terms in found.items())
+        cached = self._results.get(key)
+        if cached is None:
+            if len(self._results) >= _RESULTS_KEPT:
+                self._results.clear()
+            cached = self._results[key] = self._result(found)
+        return cached
+
+    def _result(self, found: dict[str, list[str]]) -> TriageResult:
         if not found:
             return TriageResult(Colour.BLUE, (TriageReason(rule=DEFAULT_RULE, colour=Colour.BLUE),))
         ordered = sorted(found, key=lambda rid: (severity(self.rules[rid].colour), self._order[rid]))
@@ -230,7 +244,10 @@ class RepeatTracker:
         return cls(policy.within, max_keys=policy.max_keys)
 
     def observe(self, key: str, at: datetime) -> int:
-        t = at.timestamp()
+        return self.observe_timestamp(key, at.timestamp())
+
+    def observe_timestamp(self, key: str, t: float) -> int:
+        """:meth:`observe` with the event's time as POSIX seconds (``at.timestamp()``)."""
         times = self._times.get(key)
         if times is None:
             times = self._times[key] = []
@@ -238,6 +255,14 @@ class RepeatTracker:
                 self._times.popitem(last=False)
         else:
             self._times.move_to_end(key)
+        if not times or t >= times[-1]:
+            # The usual case, events in time order: every time kept after the drop below lies within
+            # (t - within, t], so the count is what is kept; no search needed.
+            times.append(t)
+            drop = max(bisect.bisect_right(times, t - self.within_s), len(times) - self.max_per_key)
+            if drop > 0:
+                del times[:drop]
+            return max(1, len(times))
         bisect.insort(times, t)
         horizon = times[-1] - self.within_s
         drop = bisect.bisect_right(times, horizon)

@@ -299,3 +299,41 @@ def test_workorder_triage_never_raises(text: str, kind: WorkOrderType, urgency: 
         assert result is None
     if kind in (WorkOrderType.COMPLAINT, WorkOrderType.REPORT):
         assert result is not None
+
+
+def _reference_count(times: list[float], t: float, within: float, max_per_key: int) -> int:
+    """RepeatTracker's rule written the slow way: insert, forget, count (the tracker before its fast path)."""
+    import bisect
+
+    bisect.insort(times, t)
+    drop = max(bisect.bisect_right(times, times[-1] - within), len(times) - max_per_key)
+    if drop > 0:
+        del times[:drop]
+    return max(1, bisect.bisect_right(times, t) - bisect.bisect_right(times, t - within))
+
+
+@given(
+    steps=st.lists(st.tuples(st.sampled_from("ab"), st.integers(-5, 40)), max_size=80),
+    max_per_key=st.integers(1, 6),
+)
+def test_repeat_counts_of_events_in_time_order_and_out_of_it_follow_one_rule(
+    steps: list[tuple[str, int]], max_per_key: int
+) -> None:
+    # Mostly increasing times with ties and some late ones: both the in-order path and the general one.
+    tracker = RepeatTracker(timedelta(minutes=10), max_per_key=max_per_key)
+    reference: dict[str, list[float]] = {}
+    clock = 0
+    for key, step in steps:
+        clock += step
+        t = T0.timestamp() + clock * 60
+        expected = _reference_count(reference.setdefault(key, []), t, 600.0, max_per_key)
+        assert tracker.observe_timestamp(key, t) == expected
+
+
+def test_the_same_hits_give_the_same_result_whether_remembered_or_not() -> None:
+    rules = TriageRules.load()
+    texts = ["窗口要辛苦费", "排队3个小时还吵架", None, "態度很差", "窗口要辛苦费"]
+    first = [rules.result(rules.match_text(text, ("slow",))) for text in texts]
+    again = [TriageRules.load().result(TriageRules.load().match_text(text, ("slow",))) for text in texts]
+    assert first == again
+    assert first[0] is first[-1]  # remembered, and immutable, so sharing it is safe

@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 from haochaping.domain.contract import BEIJING, Review
 from haochaping.domain.triage import TriageRules
 from streams.batch import REVIEWS_ACCEPTED, REVIEWS_RAW
-from streams.dedupe import PurgeSchedule, decode_value, encode_value, plan_purge
+from streams.dedupe import (
+    PurgeSchedule,
+    day_text,
+    decode_value,
+    encode_value,
+    encode_with_day_text,
+    plan_purge,
+)
 from streams.reviews import ReviewStage, dedup_table_key
 from streams.state import partition_items
 from tests.streams.conftest import incoming, review_bytes
@@ -150,3 +157,8 @@ def test_a_rocksdb_partition_is_read_in_key_order_from_where_the_last_step_stopp
         assert list(partition_items(table, 1, None)) == []  # a partition without a database here
     finally:
         db.close()
+
+
+@given(st.dates(), st.integers(1, 5))
+def test_a_value_built_from_the_day_text_is_the_value_of_the_day(day: date, stars: int) -> None:
+    assert encode_with_day_text("dev-1.x:2", stars, day_text(day)) == encode_value("dev-1.x:2", stars, day)

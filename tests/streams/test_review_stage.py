@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
-from haochaping.domain.contract import Review
+from haochaping.domain.contract import BEIJING, Review
 from haochaping.domain.ledger import ticket_id_for
 from haochaping.domain.records import AcceptedReview, FraudFlag
 from haochaping.domain.triage import TriageRules
@@ -21,7 +22,7 @@ from streams.batch import (
     SATISFACTION_MINUTE,
     BatchResult,
 )
-from streams.reviews import ReviewStage, accepted_json
+from streams.reviews import BeijingMinutes, ReviewStage, accepted_json
 from tests.streams.conftest import incoming, review_bytes
 
 
@@ -159,3 +160,22 @@ def test_the_accepted_record_is_exactly_what_accepted_review_gives(
     review = Review.model_validate_json(review_bytes(text=text, follow_up=follow_up))
     expected = AcceptedReview(**dict(review), fraud_flags=tuple(flags))
     assert AcceptedReview.model_validate_json(accepted_json(review, tuple(flags))) == expected
+
+
+@given(
+    at=st.datetimes(
+        min_value=datetime(1900, 1, 1), max_value=datetime(9999, 1, 1), timezones=st.timezones()
+    ).filter(lambda at: at.utcoffset() is not None)
+)
+# China's summer time (1986-1991) and Beijing's local mean time (before 1901, +08:05:43)
+@example(at=datetime(1988, 7, 1, 12, 30, 59, tzinfo=UTC))
+@example(at=datetime(1900, 6, 1, 23, 59, 30, tzinfo=UTC))
+@example(at=datetime(2026, 11, 25, 15, 59, 59, 999999, tzinfo=UTC))
+@example(at=datetime(9000, 1, 1, 0, 0, 59, 999999, tzinfo=UTC))  # a float timestamp is too coarse here
+def test_the_remembered_minute_and_day_are_those_of_beijing_time(at: datetime) -> None:
+    minutes = BeijingMinutes(kept=3)
+    local = at.astimezone(BEIJING)
+    expected = (local.replace(second=0, microsecond=0), local.date(), f"{local.date():%Y%m%d}")
+    first = minutes.of(at, at.timestamp())
+    assert first == expected and first[0].isoformat() == expected[0].isoformat()
+    assert minutes.of(at, at.timestamp()) == expected  # from the cache now
