@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from haochaping.domain.records import LedgerIntake
 
@@ -30,8 +30,20 @@ class DeadlineTick(BaseModel):
     now: datetime
 
 
+_TICK_START = b'{"kind":"tick"'  # how DeadlineTick's JSON starts (its first field)
+_VALIDATE_INTAKE = TypeAdapter(LedgerIntake).validate_json
+
+
 def parse_intake(raw: bytes) -> LedgerIntake | DeadlineTick:
     """Decode one ``ledger.intake`` value; raises ``ValueError`` (or ValidationError) if it is neither."""
+    if not raw.startswith(_TICK_START):
+        # Nearly every record is an intake: validating the JSON at once took half the time of
+        # decoding it and then validating the objects. Whatever fails takes the path below, so a
+        # bad record is described exactly as before.
+        try:
+            return _VALIDATE_INTAKE(raw)
+        except ValidationError:
+            pass
     data = orjson.loads(raw)
     if isinstance(data, dict) and data.get("kind") == "tick":
         return DeadlineTick.model_validate(data)

@@ -40,6 +40,7 @@ MAX_WORKING_DAYS = 3660
 _LIB_HOLIDAYS: frozenset[date] = frozenset(chinese_calendar.holidays)
 _LIB_WORKDAYS: frozenset[date] = frozenset(chinese_calendar.workdays)
 _LIB_YEARS: range = range(min(_LIB_HOLIDAYS).year, max(_LIB_HOLIDAYS).year + 1)
+_DEADLINES_KEPT = 4096  # (day, count) pairs remembered; tickets open on a few days with a few counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,9 @@ def beijing_date(moment: date | datetime) -> date:
 class WorkCalendar:
     def __init__(self, overrides: Mapping[int, YearArrangement] | None = None) -> None:
         self.overrides: dict[int, YearArrangement] = dict(overrides or {})
+        # (start day, working days) -> Deadline: a deadline depends on nothing else, and counting
+        # fifteen working days day by day cost more than the rest of opening a ticket.
+        self._deadlines: dict[tuple[date, int], Deadline] = {}
 
     @classmethod
     def from_file(cls, path: Path | None = None) -> WorkCalendar:
@@ -111,6 +115,15 @@ class WorkCalendar:
         if days > MAX_WORKING_DAYS:
             raise ValueError(f"days must be at most {MAX_WORKING_DAYS}, got {days}")
         first = beijing_date(start)
+        known = self._deadlines.get((first, days))
+        if known is not None:
+            return known
+        if len(self._deadlines) >= _DEADLINES_KEPT:
+            self._deadlines.clear()
+        deadline = self._deadlines[(first, days)] = self._count_working_days(first, days)
+        return deadline
+
+    def _count_working_days(self, first: date, days: int) -> Deadline:
         d = first
         if days == 0:
             while not self.is_working_day(d):
