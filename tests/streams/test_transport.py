@@ -64,3 +64,70 @@ def test_the_started_consumer_fetches_with_the_configured_wait(
             await client.stop()
 
     assert asyncio.run(started_wait()) == 80
+
+
+def _message(topic: str, partition: int, offset: int, generation: int) -> Any:
+    from faust.transport.consumer import ConsumerMessage
+    from faust.types import TP
+
+    return ConsumerMessage(
+        topic,
+        partition,
+        offset,
+        0.0,
+        0,
+        [],
+        b"k",
+        b"v",
+        None,
+        1,
+        1,
+        TP(topic, partition),
+        generation_id=generation,
+    )
+
+
+def test_the_consumer_loop_never_sees_a_read_position(settings: Settings, tmp_path: Path) -> None:
+    """Faust's loop drops records below a partition's read position and acknowledges "gaps" above it;
+    around a rebalance that lost records (streams/transport.py, point 1). The position is never there."""
+
+    async def positions() -> list[Any]:
+        from faust.types import TP
+
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        read = app.consumer._read_offset
+        tp = TP("t", 0)
+        read[tp] = 120  # what the loop does after each record
+        read.update({tp: 80})  # what perform_seek does
+        return [read[tp], dict(read)]
+
+    assert asyncio.run(positions()) == [None, {}]
+
+
+def test_only_records_of_the_current_generation_processed_while_the_flow_runs_count_for_a_commit(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A record Faust's stream skipped during a rebalance is acknowledged too; it must not move the commit."""
+
+    async def acked() -> dict[str, list[int]]:
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        consumer = app.consumer
+        topic = settings.kafka.topic("reviews.raw")
+        app.topics.acks_enabled_for = lambda _topic: True  # as for every agent's source topic once started
+        app.consumer_generation_id = 3
+        seen: dict[str, list[int]] = {}
+
+        app.flow_control.resume()
+        consumer.ack(_message(topic, 0, 10, generation=3))
+        consumer.ack(_message(topic, 0, 11, generation=2))  # fetched before the last rebalance
+        seen["flow running"] = sorted(consumer._acked[consumer._new_topicpartition(topic, 0)])
+
+        app.flow_control.suspend()  # a rebalance has begun
+        stopped = _message(topic, 0, 12, generation=3)
+        consumer._unacked_messages.add(stopped)
+        consumer.ack(stopped)
+        seen["flow stopped"] = sorted(consumer._acked[consumer._new_topicpartition(topic, 0)])
+        seen["still waited for"] = [m.offset for m in consumer._unacked_messages]
+        return seen
+
+    assert asyncio.run(acked()) == {"flow running": [10], "flow stopped": [10], "still waited for": []}
