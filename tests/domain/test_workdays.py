@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -164,3 +164,15 @@ def test_working_days_between_inverts_add(start: datetime, n: int) -> None:
 def test_warning_exactly_when_the_count_leaves_the_known_years(start: datetime, n: int) -> None:
     deadline = CAL.add_working_days(start, n)
     assert (deadline.warning is not None) == (deadline.at.year > 2026 or start.year > 2026)
+
+
+@given(starts, days, st.integers(0, 86_399), st.sampled_from([0, 8, -5, 13]))
+def test_a_remembered_deadline_is_the_one_counted_afresh(
+    start: datetime, n: int, second_of_day: int, offset_hours: int
+) -> None:
+    # Another moment of the same Beijing day, written with another UTC offset, has the same deadline.
+    day_start = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    other = (day_start + timedelta(seconds=second_of_day)).astimezone(timezone(timedelta(hours=offset_hours)))
+    remembered = CAL.add_working_days(start, n)
+    assert CAL.add_working_days(other, n) == remembered
+    assert WorkCalendar.from_file().add_working_days(other, n) == remembered
