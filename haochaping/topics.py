@@ -76,3 +76,54 @@ def ensure_topics(
         return created
     finally:
         admin.close()
+
+
+def wait_until_ready_for_group(
+    settings: KafkaSettings, group_id: str, topics: Iterable[str], *, timeout_s: float = 90.0
+) -> None:
+    """Return once the broker's metadata lists every topic with a leader for each partition, and the
+    coordinator of ``group_id`` answers.
+
+    A consumer that joins a group on a broker that has just started, or just created the topics, can
+    sync the group with metadata that lacks them and sit with no partitions until its metadata ages
+    out (five minutes in aiokafka). Raises TimeoutError saying what was still missing.
+    """
+    import time
+
+    from kafka.admin import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    wanted = sorted(set(topics))
+    deadline = time.monotonic() + timeout_s
+    missing = "the broker did not answer"
+    admin = None
+    try:
+        while True:
+            try:
+                if admin is None:
+                    admin = KafkaAdminClient(
+                        bootstrap_servers=settings.bootstrap_servers, client_id=f"{settings.client_id}-admin"
+                    )
+                not_led = [
+                    t["name"]
+                    for t in admin.describe_topics(wanted)
+                    if t["error_code"]
+                    or not t["partitions"]
+                    or any(p["leader_id"] < 0 for p in t["partitions"])
+                ]
+                if not_led:
+                    missing = f"no leader yet for every partition of {', '.join(not_led)}"
+                else:
+                    admin.list_group_offsets(group_id)  # finds the group's coordinator, or raises
+                    return
+            except KafkaError as exc:
+                missing = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Kafka at {settings.bootstrap_servers} is not ready for consumer group {group_id!r} "
+                    f"after {timeout_s:.0f} s: {missing}"
+                )
+            time.sleep(0.25)
+    finally:
+        if admin is not None:
+            admin.close()

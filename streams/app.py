@@ -218,6 +218,9 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
     return app
 
 
+# The topics the agents consume.
+SOURCES = (REVIEWS_RAW, WORKORDERS_RAW, LEDGER_INTAKE, LEDGER_COMMANDS)
+
 _LOGICAL = (
     "reviews.raw",
     "workorders.raw",

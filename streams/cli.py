@@ -11,18 +11,24 @@ def register(app: typer.Typer) -> None:
         ctx: typer.Context,
         loglevel: str = typer.Option("info", help="Log level of the worker (debug, info, warning)."),
     ) -> None:
-        """Create the topics that are missing, then run a stream worker until stopped (Ctrl-C / SIGTERM)."""
+        """Create the topics that are missing, wait until the broker can serve the group, then run a stream
+        worker until stopped (Ctrl-C / SIGTERM)."""
         from faust.worker import Worker
         from prometheus_client import start_http_server
 
         from haochaping.settings import Settings
-        from haochaping.topics import ensure_topics
-        from streams.app import Stages, create_app
+        from haochaping.topics import ensure_topics, wait_until_ready_for_group
+        from streams.app import SOURCES, Stages, app_id_for, create_app
 
         settings: Settings = ctx.obj
         created = ensure_topics(settings.kafka)
         if created:
             typer.echo(f"created {len(created)} topic(s): {', '.join(created)}", err=True)
+        # On a broker that has just started or just created the topics, a group joined too early can sit
+        # with no partitions for minutes (haochaping.topics.wait_until_ready_for_group).
+        wait_until_ready_for_group(
+            settings.kafka, app_id_for(settings), [settings.kafka.topic(name) for name in SOURCES]
+        )
         # Read the rules and calendar now: a broken rules file stops the worker before it joins the group.
         stages = Stages.from_settings(settings)
         faust_app = create_app(settings, stages)
