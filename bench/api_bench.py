@@ -80,7 +80,21 @@ def main() -> None:
     admin = clickhouse_connect.get_client(dsn=args.clickhouse)
     admin.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     client = clickhouse_connect.get_client(dsn=args.clickhouse, database=database)
-    migrate(client, Target(database))
+    report = migrate(client, Target(database))
+    if report.applied:
+        print(f"applied migrations {report.applied}")
+    # A migration may build projections of rows already there in the background (migration 3 on a
+    # database kept from before it): time the queries only once that is done.
+    t0 = time.perf_counter()
+    while int(
+        client.query(
+            "SELECT count() FROM system.mutations WHERE database = {db:String} AND NOT is_done",
+            parameters={"db": database},
+        ).result_rows[0][0]
+    ):
+        time.sleep(0.5)
+    if time.perf_counter() - t0 > 1:
+        print(f"waited {time.perf_counter() - t0:.0f} s for the migrations' background work")
     start = datetime.now(BEIJING).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(
         days=DAYS - 1
     )

@@ -35,6 +35,14 @@ def test_cluster_ddl_has_replicated_locals_distributed_fronts_and_local_views() 
     )
     assert "non_replicated_deduplication_window" not in ddl
     assert "replicated_deduplication_window = 10000" in ddl
+    # Migration 3's projections go to the tables that hold the data, on every node.
+    for table in ("reviews", "satisfaction_minute", "satisfaction_hourly"):
+        assert (
+            f"ALTER TABLE haochaping.{table}_local ON CLUSTER prod ADD PROJECTION IF NOT EXISTS by_time"
+            in ddl
+        )
+    assert "ALTER TABLE haochaping.reviews ON CLUSTER prod ADD PROJECTION" not in ddl
+    assert "satisfaction_daily_local ON CLUSTER prod ADD PROJECTION" not in ddl
 
 
 def test_single_node_ddl_keeps_a_dedup_window_on_every_written_table_and_rollup() -> None:
@@ -94,7 +102,7 @@ def test_migration_2_fills_the_hour_and_day_rollups_from_what_was_there_and_feed
     before = [review(i, fraud=(i % 7 == 0)) for i in range(0, 3000, 3)]  # 3.5 hours from 09:00
     migrate(ch_client, Target(db), MIGRATIONS[:1])
     insert_json_rows(ch_client, f"{db}.reviews", [dumps(r) for r in before], "before")
-    assert migrate(ch_client, Target(db)).applied == [2]
+    assert migrate(ch_client, Target(db)).applied == [2, 3]
     # A migration cut short after its backfill runs the backfill again: the repeat must be dropped.
     for stmt in MIGRATIONS[1].statements(Target(db)):
         if stmt.startswith("INSERT"):
