@@ -9,7 +9,8 @@
 3. latency: reviews produced at ``--rate`` events/s while the worker runs; p50 / p99 from a bad
    review's append (its broker timestamp) to its ``opened`` ledger event's append;
 4. each worker's RSS and the machine's load average (other work on the box skews every figure).
-Each run uses fresh topics under a unique prefix.
+Each run uses fresh topics under a unique prefix. ``bench/stage_bench.py`` measures the worker's
+plain-Python stages alone on the same records (CPU per review, no Kafka, no Faust).
 """
 
 from __future__ import annotations
