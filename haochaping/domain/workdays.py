@@ -77,8 +77,9 @@ def beijing_date(moment: date | datetime) -> date:
 class WorkCalendar:
     def __init__(self, overrides: Mapping[int, YearArrangement] | None = None) -> None:
         self.overrides: dict[int, YearArrangement] = dict(overrides or {})
-        # (start day, working days) -> Deadline: a deadline depends on nothing else, and counting
-        # fifteen working days day by day cost more than the rest of opening a ticket.
+        # (start day, working days) -> Deadline: a deadline depends on nothing else (the overrides
+        # are not changed after construction), and counting fifteen working days day by day cost
+        # more than the rest of opening a ticket.
         self._deadlines: dict[tuple[date, int], Deadline] = {}
 
     @classmethod
