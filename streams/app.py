@@ -44,6 +44,7 @@ from streams.outbox import send_batches
 from streams.purge import DedupePurge
 from streams.state import last_event_per_partition, write_per_partition
 from streams.transport import FETCH_MAX_WAIT_ATTR, SCHEME
+from streams.transport import Consumer as TransportConsumer
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +174,26 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             await write_per_partition(producer, table, writes, last_event_per_partition(events))
         if purge is not None:
             purge.done(steps, purged)
+        await refetch_holes(events)
         for ev in events:
             await stream.ack(ev)
         _record_metrics(agent, result, len(events), time.perf_counter() - started)
+
+    async def refetch_holes(events: Sequence[EventT]) -> None:
+        # Records the consumer fetched and lost on the way here (streams/transport.py, point 3).
+        consumer = app.consumer
+        if not isinstance(consumer, TransportConsumer):
+            return
+        for tp, first in consumer.holes(ev.message for ev in events).items():
+            log.warning(
+                "records of %s[%d] from offset %d never reached the agent (lost in the consumer around a "
+                "rebalance): fetching them again",
+                tp.topic,
+                tp.partition,
+                first,
+            )
+            metrics.REFETCHES.labels(logical_of.get(tp.topic, tp.topic)).inc()
+            await consumer.seek(tp, first)
 
     batch_size, within = s.batch_size, s.batch_within_seconds
 

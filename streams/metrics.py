@@ -34,3 +34,8 @@ DEDUPE_PURGED = Counter(
     "Dedupe keys the purge changed",
     ["what"],  # deleted (beyond the horizon) | stamped (an old value given the day of the purge)
 )
+REFETCHES = Counter(
+    "haochaping_streams_refetches_total",
+    "Seeks back to records the consumer fetched and lost before they reached an agent (streams/transport.py)",
+    ["topic"],
+)

@@ -131,3 +131,66 @@ def test_only_records_of_the_current_generation_processed_while_the_flow_runs_co
         return seen
 
     assert asyncio.run(acked()) == {"flow running": [10], "flow stopped": [10], "still waited for": []}
+
+
+def test_records_fetched_but_lost_before_the_agent_are_found_and_commits_stop_before_them(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The consumer lost offsets 5..7 of partition 0 on the way to the agent (streams/transport.py,
+    point 3): the agent is told to fetch again from 5, and no commit passes 5 until they come."""
+
+    async def run() -> dict[str, Any]:
+        from faust.types import TP
+
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        consumer = app.consumer
+        topic = settings.kafka.topic("reviews.raw")
+        tp0, tp1 = TP(topic, 0), TP(topic, 1)
+        app.topics.acks_enabled_for = lambda _topic: True
+        app.consumer_generation_id = 4
+        app.flow_control.resume()
+        consumer._committed_offset[tp0] = 3  # what perform_seek found
+        consumer._next_offset = {tp0: 3, tp1: None}  # p1 has no committed offset yet
+        out: dict[str, Any] = {}
+
+        first = [_message(topic, 0, o, 4) for o in (3, 4, 8, 9)] + [
+            _message(topic, 1, o, 4) for o in (40, 41)
+        ]
+        out["holes"] = consumer.holes(first)
+        for m in first:
+            consumer.ack(m)
+        out["commit while missing"] = consumer._new_offset(tp0)
+        consumer._committed_offset[tp0] = out["commit while missing"]  # as the commit records it
+
+        again = [_message(topic, 0, o, 4) for o in (5, 6, 7, 8, 9, 10)]  # fetched again after the seek
+        stale = [_message(topic, 0, 99, 3)]  # of the previous generation: not looked at
+        out["holes after the refetch"] = consumer.holes(again + stale)
+        for m in again:
+            consumer.ack(m)
+        out["commit after"] = consumer._new_offset(tp0)
+        return out
+
+    assert asyncio.run(run()) == {
+        "holes": {(settings.kafka.topic("reviews.raw"), 0): 5},
+        "commit while missing": 5,
+        "holes after the refetch": {},
+        "commit after": 11,
+    }
+
+
+def test_no_commit_passes_a_committed_offset_that_was_never_acknowledged(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Faust checks ``min(acked) - committed > 1``, which lets the committed offset itself through."""
+
+    async def run() -> int | None:
+        from faust.types import TP
+
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        consumer = app.consumer
+        tp = TP(settings.kafka.topic("reviews.raw"), 0)
+        consumer._committed_offset[tp] = 285
+        consumer._acked[tp] = [286, 287, 288]
+        return consumer._new_offset(tp)
+
+    assert asyncio.run(run()) is None
