@@ -40,7 +40,7 @@ from streams.batch import (
     BatchResult,
     Incoming,
 )
-from streams.outbox import send_batches
+from streams.outbox import KeyPartitions, send_batches
 from streams.purge import DedupePurge
 from streams.state import last_event_per_partition, write_per_partition
 from streams.transport import FETCH_MAX_WAIT_ATTR, SCHEME
@@ -139,6 +139,8 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
         s.dedupe_purge_keys_per_batch,
     )
 
+    key_partitions = KeyPartitions()
+
     async def run_batch(
         stream: faust.StreamT,
         events: Sequence[EventT],
@@ -162,7 +164,9 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             metrics.EVENTS_IN.labels(topic).inc(sum(1 for i in incoming if i.topic == topic))
         result = process(incoming, table.get if table is not None else _no_state)
         producer = app.producer
-        await send_batches(producer, ((names[o.topic], o.key, o.value, None) for o in result.out))
+        await send_batches(
+            producer, ((names[o.topic], o.key, o.value, None) for o in result.out), key_partitions
+        )
         writes: dict[int, dict[bytes, bytes | None]] = {p: dict(w) for p, w in result.writes.items()}
         steps: dict[int, bytes | None] = {}
         purged: dict[int, dict[bytes, bytes | None]] = {}

@@ -55,3 +55,27 @@ def test_records_land_where_other_producers_put_their_keys_with_their_offsets(
         offsets = {o for k, p, o in got if p == batch.partition}
         assert set(range(batch.first, batch.last + 1)) <= offsets
     assert sum(b.last - b.first + 1 for b in sent) == len(records)
+
+
+def test_remembered_partitions_are_the_hashed_ones_and_a_new_partition_count_starts_afresh() -> None:
+    from streams.outbox import KeyPartitions
+
+    hashed: list[tuple[str, bytes]] = []
+
+    def murmur(topic: str, key: bytes) -> int:
+        hashed.append((topic, key))
+        return (murmur2(key) & 0x7FFFFFFF) % count
+
+    remembered = KeyPartitions(max_keys=3)
+    keys = [b"unit-a", b"unit-b", b"unit-a", b"unit-a"]
+    count = 4
+    assert [remembered.get("t", k, count, murmur) for k in keys] == [
+        (murmur2(k) & 0x7FFFFFFF) % 4 for k in keys
+    ]
+    assert hashed == [("t", b"unit-a"), ("t", b"unit-b")]  # each key hashed once
+
+    count = 6  # the topic was given more partitions
+    assert remembered.get("t", b"unit-a", count, murmur) == (murmur2(b"unit-a") & 0x7FFFFFFF) % 6
+    for k in (b"k1", b"k2", b"k3", b"k4"):  # past max_keys the memory is cleared, not grown
+        remembered.get("t", k, count, murmur)
+    assert len(remembered._topics["t"][1]) <= 3
