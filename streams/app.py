@@ -188,16 +188,26 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
         consumer = app.consumer
         if not isinstance(consumer, TransportConsumer):
             return
-        for tp, first in consumer.holes(ev.message for ev in events).items():
-            log.warning(
-                "records of %s[%d] from offset %d never reached the agent (lost in the consumer around a "
-                "rebalance): fetching them again",
-                tp.topic,
-                tp.partition,
-                first,
-            )
-            metrics.REFETCHES.labels(logical_of.get(tp.topic, tp.topic)).inc()
-            await consumer.seek(tp, first)
+        for tp, (first, after) in consumer.holes(ev.message for ev in events).items():
+            if await consumer.fetch_again(tp, first, after):
+                log.warning(
+                    "offsets %d..%d of %s[%d] never reached the agent (lost in the consumer around a "
+                    "rebalance): fetching them again",
+                    first,
+                    after - 1,
+                    tp.topic,
+                    tp.partition,
+                )
+                metrics.REFETCHES.labels(logical_of.get(tp.topic, tp.topic)).inc()
+            else:
+                log.error(
+                    "offsets %d..%d of %s[%d] are not in the log (still missing after fetching them again): "
+                    "taken for a gap; is a transactional producer writing the topic, or is it compacted?",
+                    first,
+                    after - 1,
+                    tp.topic,
+                    tp.partition,
+                )
 
     batch_size, within = s.batch_size, s.batch_within_seconds
 

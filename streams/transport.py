@@ -32,7 +32,10 @@ a transport class). Everything not named below is Faust's own driver, unchanged.
    should see (from the committed offset Faust seeks to after each rebalance); when a batch skips
    some, the agent seeks the partition back to the first one missing (``streams.app``), so they are
    processed, late but once counted. A commit never passes an offset that was not acknowledged
-   (:meth:`Consumer._new_offset`; Faust's own check lets one missing offset through).
+   (:meth:`Consumer._new_offset`; Faust's own check lets one missing offset through). Should the same
+   offsets still be missing after :data:`REFETCH_TRIES` seeks, they are not in the log (a topic
+   written by a transactional producer, or compacted): they are taken for a gap, as Faust would have
+   at once, and the agent carries on.
 4. ``fetch_max_wait_ms``. Faust's driver hard-codes 1,500 ms: a partition that has less than
    ``fetch_min_bytes`` waiting answers only after 1.5 s, which is the latency of a quiet stream.
    :class:`ConsumerThread` builds the aiokafka consumer with ``streams.fetch_max_wait_ms`` (read from
@@ -58,6 +61,7 @@ from faust.types import TP, ConsumerT, Message
 SCHEME = "haochaping+kafka"
 FETCH_MAX_WAIT_ATTR = "haochaping_fetch_max_wait_ms"
 DEFAULT_FETCH_MAX_WAIT_MS = 1500  # what Faust's own driver uses
+REFETCH_TRIES = 3  # seeks back to the same missing offset before it is taken for a gap in the log
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -94,16 +98,18 @@ class Consumer(faust_aiokafka.Consumer):
         # Per partition: the next offset the agents should see in this generation (None: not known,
         # the partition has no committed offset yet and the first record seen sets it).
         self._next_offset: dict[TP, int | None] = {}
+        self._refetches: dict[TP, tuple[int, int]] = {}  # tp -> (offset sought back to, times)
 
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset, and expect the agents to start there."""
         await super().perform_seek()
         self._next_offset = {tp: self._committed_offset.get(tp) for tp in self.assignment()}
+        self._refetches.clear()
 
-    def holes(self, messages: Iterable[Message]) -> dict[TP, int]:
-        """Per partition, the first offset an agent should have seen by the end of ``messages`` and did
-        not (a later one came instead): fetch again from there. Records of an older generation are
-        not looked at; a record seen again (after a seek) is a repeat, not a hole.
+    def holes(self, messages: Iterable[Message]) -> dict[TP, tuple[int, int]]:
+        """Per partition, ``(first, after)``: the first offset an agent should have seen by the end of
+        ``messages`` and did not, and the lowest offset above it that came instead. Records of an
+        older generation are not looked at; a record seen again (after a seek) is a repeat, not a hole.
         """
         current = self.app.consumer_generation_id
         beyond: dict[TP, int] = {}
@@ -115,16 +121,41 @@ class Consumer(faust_aiokafka.Consumer):
             if expected is None or offset == expected:
                 self._next_offset[tp] = offset + 1
             elif offset > expected:
-                beyond[tp] = max(offset, beyond.get(tp, offset))
-        return {tp: first for tp, last in beyond.items() if (first := self._next_offset[tp] or 0) <= last}
+                beyond[tp] = min(offset, beyond.get(tp, offset))
+        found = {}
+        for tp, after in beyond.items():
+            first = self._next_offset[tp]
+            if first is not None and first < after:
+                found[tp] = (first, after)
+        return found
+
+    async def fetch_again(self, tp: TP, first: int, after: int) -> bool:
+        """Seek ``tp`` back to ``first``; True if it did. After :data:`REFETCH_TRIES` seeks to the same
+        offset, ``first .. after - 1`` are not in the log: acknowledged as a gap, and False."""
+        previous, tries = self._refetches.get(tp, (first, 0))
+        tries = tries + 1 if previous == first else 1
+        if tries > REFETCH_TRIES:
+            self._refetches.pop(tp, None)
+            # Faust's _add_gap would start the gap one past the committed offset (it reads it as the
+            # last processed one, not the next to read): the interval is added here as it means it.
+            self._gap[tp].addi(first, after)
+            self._gap[tp].merge_overlaps()
+            self._next_offset[tp] = after
+            return False
+        self._refetches[tp] = (first, tries)
+        await self.seek(tp, first)
+        return True
 
     def _new_offset(self, tp: TP) -> int | None:
         # Faust lets a commit pass over the committed offset itself when it was never acknowledged
         # (``min(acked) - committed > 1``); here the acknowledged run must start exactly there.
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
-        if acked and committed is not None and min(acked) > committed:
-            return None
+        if acked and committed is not None:
+            gap = self._gap.get(tp)
+            lowest = min(min(acked), min(i.begin for i in gap)) if gap else min(acked)
+            if lowest > committed:
+                return None
         return super()._new_offset(tp)
 
     def _new_consumer_thread(self) -> ConsumerThread:

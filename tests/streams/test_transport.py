@@ -171,7 +171,7 @@ def test_records_fetched_but_lost_before_the_agent_are_found_and_commits_stop_be
         return out
 
     assert asyncio.run(run()) == {
-        "holes": {(settings.kafka.topic("reviews.raw"), 0): 5},
+        "holes": {(settings.kafka.topic("reviews.raw"), 0): (5, 8)},
         "commit while missing": 5,
         "holes after the refetch": {},
         "commit after": 11,
@@ -194,3 +194,41 @@ def test_no_commit_passes_a_committed_offset_that_was_never_acknowledged(
         return consumer._new_offset(tp)
 
     assert asyncio.run(run()) is None
+
+
+def test_offsets_still_missing_after_fetching_them_again_are_taken_for_a_gap(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A real hole in the log (a transactional producer's markers) must not make the agent seek forever."""
+
+    async def run() -> list[Any]:
+        from faust.types import TP
+
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        consumer = app.consumer
+        tp = TP(settings.kafka.topic("reviews.raw"), 0)
+        app.consumer_generation_id = 1
+        consumer._committed_offset[tp] = 10
+        consumer._next_offset = {tp: 10}
+        sought: list[int] = []
+
+        async def seek(partition: Any, offset: int) -> None:
+            sought.append(offset)
+
+        consumer.seek = seek  # the client's seek; what matters here is how often it is asked for
+        answers = []
+        for _ in range(4):  # each time the log answers with 12 where 10 was expected
+            [(hole, (first, after))] = consumer.holes([_message(tp.topic, 0, 12, 1)]).items()
+            answers.append(await consumer.fetch_again(hole, first, after))
+        after_gap = [_message(tp.topic, 0, 12, 1), _message(tp.topic, 0, 13, 1)]
+        answers.append(consumer.holes(after_gap))
+        app.topics.acks_enabled_for = lambda _topic: True
+        app.flow_control.resume()
+        for m in after_gap:
+            consumer.ack(m)
+        return [answers, sought, consumer._new_offset(tp)]
+
+    answers, sought, commit = asyncio.run(run())
+    assert answers == [True, True, True, False, {}]
+    assert sought == [10, 10, 10]
+    assert commit == 14  # offsets 10 and 11 are a gap; the commit goes on past them
