@@ -2,7 +2,9 @@
 
 Produces N review records (pre-produced, so the producer does not share the clock), then starts the
 sink writer and times until every review is in ClickHouse and every offset is committed. Prints
-rows/s, per-batch insert latency p50/p99 and the peak RSS of this process.
+rows/s, the CPU spent per review by the writer (and by ClickHouse, given its pid), per-batch insert
+latency p50/p99 and the peak RSS of this process. On a shared box the CPU per review is the figure to
+compare: it hardly moves with the load average, the rows/s do.
 
     .venv/bin/python bench/sink_bench.py --bootstrap 127.0.0.1:19092 --clickhouse http://127.0.0.1:18123 -n 500000
 
@@ -90,13 +92,21 @@ def produce(settings: Settings, n: int) -> float:
     return asyncio.run(main())
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (Linux), 0 without a pid."""
+    if not pid:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bootstrap", default="127.0.0.1:19092")
     ap.add_argument("--clickhouse", default="http://127.0.0.1:18123")
     ap.add_argument("-n", type=int, default=300_000)
     ap.add_argument("--partitions", type=int, default=3)
-    ap.add_argument("--batch-rows", type=int, default=20_000)
+    ap.add_argument("--batch-rows", type=int, default=SinkSettings().batch_rows)
     ap.add_argument("--insert-threads", type=int, default=2)
     ap.add_argument(
         "--insert-setting",
@@ -104,6 +114,12 @@ def main() -> None:
         default=[],
         metavar="NAME=VALUE",
         help="an extra ClickHouse setting on every insert, to try one (e.g. parallel_view_processing=1)",
+    )
+    ap.add_argument(
+        "--clickhouse-pid",
+        type=int,
+        default=0,
+        help="the local ClickHouse's process id: print its CPU per review too (figures that hold under load)",
     )
     args = ap.parse_args()
     for item in args.insert_setting:
@@ -141,10 +157,12 @@ def main() -> None:
         writer = SinkWriter(settings, metrics=metrics)
         table = f"{settings.clickhouse.database}.reviews"
         t0 = time.perf_counter()
+        cpu0, ch_cpu0 = time.process_time(), _cpu_seconds(args.clickhouse_pid)
         with WriterThread(writer):
             while writer.rows_written.get(table, 0) < args.n:
                 time.sleep(0.02)
             elapsed = time.perf_counter() - t0
+            cpu, ch_cpu = time.process_time() - cpu0, _cpu_seconds(args.clickhouse_pid) - ch_cpu0
         in_ch = int(client.query(f"SELECT count() FROM {table}").result_rows[0][0])
         db = settings.clickhouse.database
         counted = "sum(n1+n2+n3+n4+n5+f1+f2+f3+f4+f5)"
@@ -173,6 +191,10 @@ def main() -> None:
             + ", ".join(f"{t} {n:,}" for t, n in rollups.items())
         )
         print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+        print(
+            f"CPU per review: writer {cpu / args.n * 1e6:.1f} us"
+            + (f", ClickHouse {ch_cpu / args.n * 1e6:.1f} us" if args.clickhouse_pid else "")
+        )
         print(f"batches: {int(total)}; insert latency p50 <= {quantile(0.5)} s, p99 <= {quantile(0.99)} s")
         print(f"peak RSS of the writer process: {rss_mb:,.0f} MB")
     finally:

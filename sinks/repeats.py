@@ -19,7 +19,7 @@ which its deduplication token covers).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -214,6 +214,27 @@ def new_positions(client: Any, table: str, values: Sequence[bytes], token: str) 
         return scan.keep, scan.repeats_in_batch
     dropped = {k.index for k in scan.keyed if k.id in elsewhere}
     return [i for i in scan.keep if i not in dropped], scan.repeats_in_batch + len(dropped)
+
+
+# "{" and every byte bytes.rstrip() strips: after them the record needs the general path.
+_NOT_AFTER_A_VALUE = frozenset(b"{ \t\n\r\x0b\x0c")
+
+
+def marker(token: str) -> Callable[[bytes], bytes]:
+    """:func:`mark` for one batch: the same bytes, made with one concatenation for the usual record.
+
+    A record the stream wrote (orjson: compact, ending in the ``}`` that closes a value) only needs its
+    last byte replaced; anything else (trailing space, ``{}``, not an object) goes through :func:`mark`.
+    (0.1 us a record instead of 0.7, of the 11 us the writer spends on a review.)
+    """
+    suffix = b',"' + BATCH_COLUMN.encode() + b'":' + orjson.dumps(token) + b"}"
+
+    def mark_one(value: bytes) -> bytes:
+        if len(value) > 1 and value[-1] == 0x7D and value[-2] not in _NOT_AFTER_A_VALUE:  # 0x7D: "}"
+            return value[:-1] + suffix
+        return mark(value, token)
+
+    return mark_one
 
 
 def mark(value: bytes, token: str) -> bytes:

@@ -39,7 +39,7 @@ from haochaping.settings import Settings
 from sinks.batches import Batch, PartitionBuffer, decode_intent, encode_intent
 from sinks.clickhouse import ClientPerThread, insert_json_rows, is_data_error
 from sinks.metrics import SinkMetrics
-from sinks.repeats import mark, new_positions
+from sinks.repeats import marker, new_positions
 from sinks.schema import TABLE_OF_TOPIC
 
 log = logging.getLogger(__name__)
@@ -390,7 +390,7 @@ class SinkWriter:
                 batch.start,
                 batch.last,
                 tuple(batch.offsets[i] for i in keep),
-                tuple(mark(batch.values[i], batch.token) for i in keep),
+                tuple(map(marker(batch.token), (batch.values[i] for i in keep))),
             ),
             repeats,
         )

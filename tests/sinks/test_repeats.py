@@ -14,7 +14,16 @@ from hypothesis import strategies as st
 
 from haochaping.domain.records import LedgerEventType, Role
 from haochaping.settings import Settings
-from sinks.repeats import IDENTITY_OF_TABLE, MARGIN_MS, MAX_RANGES, first_copies, mark, quote, time_ranges
+from sinks.repeats import (
+    IDENTITY_OF_TABLE,
+    MARGIN_MS,
+    MAX_RANGES,
+    first_copies,
+    mark,
+    marker,
+    quote,
+    time_ranges,
+)
 from tests.sinks.factories import BASE_TIME, alert, count, dumps, ledger_event, review, ticket, wait_for
 from tests.sinks.test_writer import assert_figures_match, writer
 
@@ -57,6 +66,26 @@ def test_a_record_is_marked_with_the_batch_that_writes_it() -> None:
     assert orjson.loads(mark(b'{"a": 1} \n', "t:0:5-9")) == {"a": 1, "sink_batch": "t:0:5-9"}
     assert orjson.loads(mark(b"{ }", 'q"uote')) == {"sink_batch": 'q"uote'}
     assert mark(b"[1]", "t") == b"[1]"  # not a record: ClickHouse refuses it as it is
+
+
+# Records as the stream writes them, and bytes that only look a little like them.
+_json_records = st.dictionaries(
+    st.text(max_size=8),
+    st.one_of(
+        st.none(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=12), st.lists(st.text(max_size=4))
+    ),
+).map(orjson.dumps)
+_odd_bytes = st.binary(max_size=24).map(lambda b: b + b"}") | st.binary(max_size=24)
+
+
+@given(st.one_of(_json_records, _odd_bytes), st.text(max_size=30))
+def test_the_batch_marker_writes_the_same_bytes_as_mark(value: bytes, token: str) -> None:
+    assert marker(token)(value) == mark(value, token)
+
+
+@given(_json_records, st.text(max_size=30))
+def test_a_marked_record_is_the_record_with_its_batch(value: bytes, token: str) -> None:
+    assert orjson.loads(marker(token)(value)) == {**orjson.loads(value), "sink_batch": token}
 
 
 @pytest.mark.integration
