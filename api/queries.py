@@ -77,6 +77,10 @@ class Metric(enum.StrEnum):
 # --- the arithmetic (domain.md: 满意率 = 5+4+3 stars / all, 差评率 = 2+1 / all, score = mean of 10/8/6/3/0)
 
 
+# Level scores by stars (index i: i+1 stars), looked up once: a per-minute series of a day has 1,440 points.
+_LEVEL_SCORES = tuple(Level(i + 1).score for i in range(5))
+
+
 @dataclass(frozen=True)
 class Figures:
     counts: tuple[int, int, int, int, int]  # index i: ratings with i+1 stars
@@ -97,7 +101,7 @@ class Figures:
     def score(self) -> float | None:
         if not self.total:
             return None
-        return sum(Level(i + 1).score * n for i, n in enumerate(self.counts)) / self.total
+        return sum(score * n for score, n in zip(_LEVEL_SCORES, self.counts, strict=True)) / self.total
 
     @classmethod
     def summed(cls, parts: Iterable[Figures]) -> Figures:
@@ -108,12 +112,18 @@ class Figures:
         return cls((counts[0], counts[1], counts[2], counts[3], counts[4]))
 
     def as_dict(self) -> dict[str, Any]:
+        # The properties' arithmetic in one pass: a day per minute is 1,440 of these per answer, and
+        # going through the properties took 10 ms of it.
+        c1, c2, c3, c4, c5 = self.counts
+        total = c1 + c2 + c3 + c4 + c5
         return {
-            "total": self.total,
-            "counts": {str(i + 1): n for i, n in enumerate(self.counts)},
-            "satisfaction_rate": _round(self.satisfaction_rate),
-            "bad_rate": _round(self.bad_rate),
-            "score": _round(self.score),
+            "total": total,
+            "counts": {"1": c1, "2": c2, "3": c3, "4": c4, "5": c5},
+            "satisfaction_rate": round((c3 + c4 + c5) / total, 6) if total else None,
+            "bad_rate": round((c1 + c2) / total, 6) if total else None,
+            "score": round(sum(s * n for s, n in zip(_LEVEL_SCORES, self.counts, strict=True)) / total, 6)
+            if total
+            else None,
         }
 
 

@@ -24,6 +24,22 @@ def test_rates_follow_the_definitions(c: tuple[int, int, int, int, int]) -> None
     assert abs(f.score - (0 * c[0] + 3 * c[1] + 6 * c[2] + 8 * c[3] + 10 * c[4]) / total) < 1e-9
 
 
+@given(counts)
+def test_the_answer_carries_the_figures_rounded_to_six_places(c: tuple[int, int, int, int, int]) -> None:
+    f = Figures(c)
+
+    def rounded(x: float | None) -> float | None:
+        return None if x is None else round(x, 6)
+
+    assert f.as_dict() == {
+        "total": f.total,
+        "counts": {"1": c[0], "2": c[1], "3": c[2], "4": c[3], "5": c[4]},
+        "satisfaction_rate": rounded(f.satisfaction_rate),
+        "bad_rate": rounded(f.bad_rate),
+        "score": rounded(f.score),
+    }
+
+
 def test_a_known_example() -> None:
     f = Figures((1, 1, 2, 6, 10))  # 20 ratings
     assert f.as_dict() == {
