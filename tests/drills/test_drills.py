@@ -63,13 +63,6 @@ def test_kill_9_the_worker_mid_batch(one_worker: Pipeline) -> None:
     finish(one_worker)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="KNOWN DATA-LOSS BUG, open on issues 4 and 7: with two workers, a kill -9 during or near a "
-    "rebalance lost ratings in 2 of 4 runs on 2026-11-25 (1 and 9 ratings; 21 tickets in the worse run), "
-    "even on Faust's own consumer loop. The ledger and figures must be exact here; this marker comes off "
-    "with the fix.",
-)
 def test_two_workers_and_kill_one(two_workers: Pipeline) -> None:
     two_workers.simulate(rate=RATE, duration=DURATION)
     time.sleep(DURATION / 3)
