@@ -96,3 +96,60 @@ def test_utc_received_time_is_written_like_pydantic_writes_it() -> None:
 def test_a_sender_key_id_that_is_not_a_code_is_refused_at_start_up() -> None:
     with pytest.raises(ValueError, match=r"sender key id .dev 1. in ingest\.sender_keys is not a valid code"):
         _intake(**{"dev 1": "secret"})
+
+
+# Strings that look like the markers review_values cuts and splices at, and what JSON escapes.
+_TRICKY = st.sampled_from(
+    [
+        ',"tags":',
+        ',"follow_up":',
+        ',"real_name":false',
+        '},{"event_id":',
+        '"',
+        "\\",
+        '\\"',
+        "}",
+        "{",
+        "\n",
+        "\u2028",
+    ]
+)
+_TEXT = st.lists(st.one_of(_TRICKY, st.text(max_size=8)), max_size=6).map("".join)
+_NAME = _TEXT.map(lambda s: s[:128]).filter(lambda s: s.strip())
+_CODE = st.text(
+    alphabet="0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_.:-", min_size=1, max_size=64
+)
+
+
+@st.composite
+def _review_inputs(draw: st.DrawFn) -> Any:
+    payload = review_payload(
+        event_id=draw(_CODE),
+        stars=draw(st.integers(1, 5)),
+        unit_name=draw(_NAME),
+        item_name=draw(st.none() | _NAME),
+        window_id=draw(st.none() | _CODE),
+        text=draw(st.none() | _TEXT),
+        tags=draw(st.lists(_CODE, max_size=4)),
+        real_name=draw(st.booleans()),
+        follow_up=draw(st.booleans()),
+        rater_phone=draw(st.sampled_from([None, "13800138000", " +86 138-0013-8001 "])),
+        rater_id_number=draw(st.sampled_from([None, "33010219900101001X"])),
+    )
+    return ReviewIn.model_validate(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(items=st.lists(_review_inputs(), min_size=1, max_size=6), sender=_CODE)
+def test_a_batchs_values_are_each_reviews_json_whatever_its_strings_hold(
+    items: list[Any], sender: str
+) -> None:
+    intake = _intake(**{sender: "s"})
+    received_at = datetime(2026, 11, 25, 10, 0, 0, 1, tzinfo=timezone(timedelta(hours=8)))
+    values = intake.review_values(items, sender, received_at)
+    assert len(values) == len(items)
+    for item, value in zip(items, values, strict=True):
+        assert orjson.loads(value) == _the_slow_way(intake, item, sender, received_at)
+        assert list(orjson.loads(value)) == list(Review.model_fields)
+        for clear in filter(None, (item.rater_phone, item.rater_id_number)):
+            assert clear.encode() not in value
