@@ -33,9 +33,10 @@ a transport class). Everything not named below is Faust's own driver, unchanged.
    some, the agent seeks the partition back to the first one missing (``streams.app``), so they are
    processed, late but once counted. A commit never passes an offset that was not acknowledged
    (:meth:`Consumer._new_offset`; Faust's own check lets one missing offset through). Should the same
-   offsets still be missing after :data:`REFETCH_TRIES` seeks, they are not in the log (a topic
-   written by a transactional producer, or compacted): they are taken for a gap, as Faust would have
-   at once, and the agent carries on.
+   offsets still be missing after :data:`REFETCH_TRIES` seeks and :data:`GAP_AFTER_SECONDS`, they are
+   not in the log (a topic written by a transactional producer, or compacted): they are taken for a
+   gap, as Faust would have at once, and the agent carries on. (Not sooner: records queued before a
+   seek keep arriving for a while, and each looks like the same hole.)
 4. ``fetch_max_wait_ms``. Faust's driver hard-codes 1,500 ms: a partition that has less than
    ``fetch_min_bytes`` waiting answers only after 1.5 s, which is the latency of a quiet stream.
    :class:`ConsumerThread` builds the aiokafka consumer with ``streams.fetch_max_wait_ms`` (read from
@@ -50,6 +51,7 @@ worker on it, "two workers, kill one" among them.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -61,7 +63,8 @@ from faust.types import TP, ConsumerT, Message
 SCHEME = "haochaping+kafka"
 FETCH_MAX_WAIT_ATTR = "haochaping_fetch_max_wait_ms"
 DEFAULT_FETCH_MAX_WAIT_MS = 1500  # what Faust's own driver uses
-REFETCH_TRIES = 3  # seeks back to the same missing offset before it is taken for a gap in the log
+REFETCH_TRIES = 3  # seeks back to the same missing offset before it may be taken for a gap in the log
+GAP_AFTER_SECONDS = 30.0  # ... and for how long it must have stayed missing
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -98,7 +101,9 @@ class Consumer(faust_aiokafka.Consumer):
         # Per partition: the next offset the agents should see in this generation (None: not known,
         # the partition has no committed offset yet and the first record seen sets it).
         self._next_offset: dict[TP, int | None] = {}
-        self._refetches: dict[TP, tuple[int, int]] = {}  # tp -> (offset sought back to, times)
+        # tp -> (offset sought back to, times, since when)
+        self._refetches: dict[TP, tuple[int, int, float]] = {}
+        self._clock = time.monotonic
 
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset, and expect the agents to start there."""
@@ -131,10 +136,14 @@ class Consumer(faust_aiokafka.Consumer):
 
     async def fetch_again(self, tp: TP, first: int, after: int) -> bool:
         """Seek ``tp`` back to ``first``; True if it did. After :data:`REFETCH_TRIES` seeks to the same
-        offset, ``first .. after - 1`` are not in the log: acknowledged as a gap, and False."""
-        previous, tries = self._refetches.get(tp, (first, 0))
-        tries = tries + 1 if previous == first else 1
-        if tries > REFETCH_TRIES:
+        offset over :data:`GAP_AFTER_SECONDS`, ``first .. after - 1`` are not in the log: acknowledged
+        as a gap, and False."""
+        now = self._clock()
+        previous, tries, since = self._refetches.get(tp, (first, 0, now))
+        if previous != first:
+            tries, since = 0, now
+        tries += 1
+        if tries > REFETCH_TRIES and now - since >= GAP_AFTER_SECONDS:
             self._refetches.pop(tp, None)
             # Faust's _add_gap would start the gap one past the committed offset (it reads it as the
             # last processed one, not the next to read): the interval is added here as it means it.
@@ -142,7 +151,7 @@ class Consumer(faust_aiokafka.Consumer):
             self._gap[tp].merge_overlaps()
             self._next_offset[tp] = after
             return False
-        self._refetches[tp] = (first, tries)
+        self._refetches[tp] = (first, tries, since)
         await self.seek(tp, first)
         return True
 
