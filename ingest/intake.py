@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 import orjson
@@ -32,6 +33,7 @@ from ingest.producer import Delivered, EventProducer, OutgoingRecord
 
 _SENDER = TypeAdapter(Code)
 _TIME = TypeAdapter(datetime)  # pydantic's JSON form of a time ("Z" for UTC), as in Review's JSON
+_CHANNEL = attrgetter("channel")
 _INPUTS = TypeAdapter(list[ReviewIn])  # type: ignore[valid-type]
 _WITHOUT_IDENTITIES = {"__all__": {"rater_phone", "rater_id_number"}}
 # Where the fields ingest sets go in a Review's JSON, between the input's own fields (checked below).
@@ -70,7 +72,7 @@ class RegistryNotReady(RuntimeError):
     """The invitation registry is still being read; the gateway should retry shortly."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ItemResult:
     index: int
     status: str  # accepted | duplicate | rejected
@@ -224,9 +226,9 @@ class Intake:
                 for item, value in zip(accepted, values, strict=True)
             ]
         )
-        channels = Counter(item.channel.value for item in accepted)
-        for channel, n in channels.items():
-            self.metrics.count(channel, "accepted", n=n)
+        # Counted by the enum member (a C-level pass): its .value per review cost more than the count.
+        for channel, n in Counter(map(_CHANNEL, accepted)).items():
+            self.metrics.count(channel.value, "accepted", n=n)
         return results
 
     async def accept_workorder(self, item: BaseModel, sender: str) -> WorkOrder:

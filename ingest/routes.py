@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from operator import attrgetter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
@@ -21,6 +23,7 @@ from ingest.payloads import (
 )
 
 router = APIRouter(prefix="/v1")
+_STATUS = attrgetter("status")
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "The body is not valid JSON."},
@@ -139,7 +142,8 @@ async def post_provincial(
 
 
 def item_results(results: list[Any]) -> JSONResponse:
-    counts = {s: sum(1 for r in results if r.status == s) for s in ("accepted", "duplicate", "rejected")}
+    tally = Counter(map(_STATUS, results))
+    counts = {s: tally[s] for s in ("accepted", "duplicate", "rejected")}
     # 202 says Kafka holds something; with nothing accepted, the items' problems are the answer.
     status = 202 if counts["accepted"] else 422 if counts["rejected"] else 200
     body: dict[str, Any] = {**counts, "results": [r.as_dict() for r in results]}
