@@ -371,8 +371,11 @@ class _Appender:
     sequence numbers and futures), the size checked against ``max_request_size`` exactly when a record
     comes near it, and the sender woken once at the end if a batch is new or full.
 
-    This uses kafka-python's private attributes (``_accumulator``, ``_metadata``, ``_sender``, pinned at
-    3.0.x): a producer without them gets plain ``send()`` per record, with a warning at start-up.
+    This uses private parts of kafka-python (``_accumulator``, ``_metadata``, ``_sender``, ``_closed`` and
+    the size checks; pinned at 3.0.x): a producer without them gets plain ``send()`` per record, with a
+    warning when it is made. A record that fails part-way through a request leaves the records before it
+    in the accumulator, as a failing ``send()`` did: the request gets 503 and its retry is a duplicate
+    that the pipeline counts once (event ids).
     """
 
     def __init__(self, producer: Any, *, bulk: bool) -> None:
@@ -398,6 +401,8 @@ class _Appender:
                 (
                     callable(producer._metadata.partitions_for_topic),
                     callable(producer._sender.wakeup),
+                    callable(producer._estimate_size_in_bytes),
+                    callable(producer._ensure_valid_record_size),
                     isinstance(producer._closed, bool),
                     "partitioner" in producer.config and "max_request_size" in producer.config,
                 )
