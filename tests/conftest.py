@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -78,6 +79,11 @@ def _shared_server(name: str, server: Any) -> Iterator[Any]:
             if server.is_running():
                 server.wait_ready(READY_TIMEOUT)
             else:
+                # Each test leaves its own topics and database behind; a broker that restarts over
+                # thousands of leftover partitions is slow to serve metadata (topic creation then
+                # timed out after 10 s). Nothing outlives a session, so a session that starts the
+                # server starts it empty.
+                shutil.rmtree(server.data_dir, ignore_errors=True)
                 server.start()
                 started_marker.touch()
                 try:
