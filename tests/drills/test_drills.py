@@ -67,8 +67,8 @@ def test_kill_9_the_worker_mid_batch(one_worker: Pipeline) -> None:
     strict=False,
     reason="KNOWN RARE FAILURE, open on issues 4 and 7. The losses this drill used to show (1-20 ratings in "
     "about one run in five: Faust's consumer dropping re-fetched records, acknowledging skipped ones and "
-    "losing fetched ones around the rebalance) are fixed in streams/transport.py: 55 of 57 runs since were "
-    "exact, the last 27 in a row with the final code. Two, on a box at load 8-12, were not: once the survivor's reviews agent and its offset commit both hung 10 s before the "
+    "losing fetched ones around the rebalance) are fixed in streams/transport.py: 59 of 61 runs since were "
+    "exact, the last 31 in a row with the final code. Two, on a box at load 8-12, were not: once the survivor's reviews agent and its offset commit both hung 10 s before the "
     "kill and never resumed (nothing wrong was committed; a restart recovers; cause not found), once 483 "
     "ratings were missing for reasons the logs of that run cannot show. The marker comes off with those.",
 )
