@@ -201,7 +201,7 @@ def create_app(settings: Settings, producer: EventProducer | None = None) -> Fas
     app.include_router(router)
     app.add_exception_handler(RequestValidationError, request_validation_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(BrokerUnavailable, _broker_unavailable(settings, metrics))
+    app.add_exception_handler(BrokerUnavailable, _broker_unavailable(settings))
     app.add_exception_handler(RegistryNotReady, _registry_not_ready(settings))
     app.add_middleware(
         SignedRequests,
@@ -250,18 +250,27 @@ async def _warm_up(intake: Intake) -> None:
         log.warning("Kafka is not reachable yet (%s); requests get 503 until it is", exc)
 
 
-def broker_unavailable(settings: Settings, exc: Exception) -> Response:
+def retry_later(settings: Settings, title: str, detail: str) -> Response:
+    """503 with Retry-After: nothing was taken, the sender may send the same thing again later."""
     retry_after = settings.ingest.retry_after_seconds
     return problem_response(
         503,
-        "Kafka did not acknowledge the write: nothing was accepted",
+        title,
         headers={"Retry-After": str(retry_after)},
-        detail=f"{exc}; send the same request again (newly signed) after {retry_after} s",
+        detail=f"{detail} after {retry_after} s",
         retry_after=retry_after,
     )
 
 
-def _broker_unavailable(settings: Settings, metrics: IngestMetrics) -> Any:
+def broker_unavailable(settings: Settings, exc: Exception) -> Response:
+    return retry_later(
+        settings,
+        "Kafka did not acknowledge the write: nothing was accepted",
+        f"{exc}; send the same request again (newly signed)",
+    )
+
+
+def _broker_unavailable(settings: Settings) -> Any:
     async def handler(request: Request, exc: Exception) -> Response:
         return broker_unavailable(settings, exc)
 
@@ -270,13 +279,8 @@ def _broker_unavailable(settings: Settings, metrics: IngestMetrics) -> Any:
 
 def _registry_not_ready(settings: Settings) -> Any:
     async def handler(request: Request, exc: Exception) -> Response:
-        retry_after = settings.ingest.retry_after_seconds
-        return problem_response(
-            503,
-            "ingest is still reading the SMS invitation registry",
-            headers={"Retry-After": str(retry_after)},
-            detail=f"send the reply again after {retry_after} s",
-            retry_after=retry_after,
+        return retry_later(
+            settings, "ingest is still reading the SMS invitation registry", "send the reply again"
         )
 
     return handler
