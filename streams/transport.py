@@ -37,13 +37,22 @@ a transport class). Everything not named below is Faust's own driver, unchanged.
    not in the log (a topic written by a transactional producer, or compacted): they are taken for a
    gap, as Faust would have at once, and the agent carries on. (Not sooner: records queued before a
    seek keep arriving for a while, and each looks like the same hole.)
-4. ``fetch_max_wait_ms``. Faust's driver hard-codes 1,500 ms: a partition that has less than
+4. **A record's hand-off costs no task unless it has to wait.** Faust's loop hands each record to
+   the agents as ``wait_first(callback(message), suspend_flow.wait())``: four tasks and an
+   ``asyncio.wait`` per record, so that a hand-off blocked on a full stream buffer, the producer's
+   buffer or the flow control of a rebalance can be abandoned when the flow is suspended. Nearly
+   every hand-off blocks on nothing. :meth:`Consumer._drain_messages` is Faust's loop with the
+   callback started eagerly (:func:`start_eagerly`): a hand-off that finishes without waiting costs
+   one coroutine step, and one that must wait goes on inside that same ``wait_first``, so a
+   rebalance interrupts it exactly as before.
+5. ``fetch_max_wait_ms``. Faust's driver hard-codes 1,500 ms: a partition that has less than
    ``fetch_min_bytes`` waiting answers only after 1.5 s, which is the latency of a quiet stream.
    :class:`ConsumerThread` builds the aiokafka consumer with ``streams.fetch_max_wait_ms`` (read from
    the app's config attribute :data:`FETCH_MAX_WAIT_ATTR`).
 
-(An earlier version also replaced ``_drain_messages`` to await each record's callback directly; it
-was faster but interruptible by no rebalance, and it is withdrawn.)
+(An earlier version awaited each record's callback directly, whether it had to wait or not: no
+rebalance could interrupt a hand-off blocked on a full buffer, and it was withdrawn. Point 4 awaits
+directly only what has already finished.)
 
 ``tests/streams/test_transport.py`` pins each of these; the fault drills (``make drills``) run the
 worker on it, "two workers, kill one" among them.
@@ -51,12 +60,14 @@ worker on it, "two workers, kill one" among them.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Coroutine, Generator, Iterable
 from typing import Any, ClassVar
 
 import aiokafka
 from faust.transport import drivers
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, ConsumerT, Message
 
@@ -92,6 +103,50 @@ class NoReadPositions(dict[TP, int | None]):
 
     def update(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+
+class Started(Awaitable[Any]):
+    """A coroutine that already took its first step and is waiting on what that step yielded.
+
+    Awaiting it (or wrapping it in a task) goes on where it stopped, exactly as ``yield from`` the
+    coroutine would have: the pending future goes up to the task first, then every value sent and
+    every exception thrown in (a cancellation) is passed down to the coroutine.
+    """
+
+    __slots__ = ("_coro", "_pending")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], pending: Any) -> None:
+        self._coro = coro
+        self._pending = pending
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, pending = self._coro, self._pending
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # handed to the coroutine, as yield from does
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+            try:
+                pending = coro.send(sent)
+            except StopIteration as stop:
+                return stop.value
+
+
+def start_eagerly(coro: Coroutine[Any, Any, Any]) -> Started | None:
+    """Run ``coro`` until it first has to wait: None if it finished (its exception, if it raised one,
+    propagates), or a :class:`Started` to await for the rest."""
+    try:
+        pending = coro.send(None)
+    except StopIteration:
+        return None
+    return Started(coro, pending)
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -154,6 +209,56 @@ class Consumer(faust_aiokafka.Consumer):
         self._refetches[tp] = (first, tries, since)
         await self.seek(tp, first)
         return True
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - run by every worker
+        """Faust's consumer loop (``faust.transport.consumer.Consumer._drain_messages``) without the
+        read positions (point 1 of the module docstring) and with each hand-off started eagerly
+        (point 4). Same stops, commits every ``broker_commit_every`` acks, yields to the event loop
+        every 100 records, and the same errors end it."""
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        yield_every = 100
+        num_since_yield = 0
+        sleep = asyncio.sleep
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                ait = getmany(timeout=1.0)
+                # getmany can come back at once, again and again, without giving the loop a turn.
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for _tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await sleep(0)
+                            num_since_yield = 0
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        rest = start_eagerly(callback(message))
+                        if rest is not None:
+                            await self.wait_first(rest, self.suspend_flow.wait())
+                    unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
 
     def _new_offset(self, tp: TP) -> int | None:
         # Faust lets a commit pass over the committed offset itself when it was never acknowledged

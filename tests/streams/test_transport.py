@@ -236,3 +236,93 @@ def test_offsets_still_missing_after_fetching_them_again_are_taken_for_a_gap(
     assert answers == [True, True, True, True, False, {}]
     assert sought == [10, 10, 10, 10]
     assert commit == 14  # offsets 10 and 11 are a gap; the commit goes on past them
+
+
+def test_a_hand_off_that_needs_no_wait_finishes_in_one_step_and_its_error_propagates() -> None:
+    """Point 4: the common hand-off (nothing to wait for) runs to its end inside ``start_eagerly``."""
+    done: list[str] = []
+
+    async def hand_off(record: str) -> None:
+        done.append(record)
+
+    assert transport.start_eagerly(hand_off("r1")) is None
+    assert done == ["r1"]
+
+    async def broken() -> None:
+        raise ValueError("not a review")
+
+    with pytest.raises(ValueError, match="not a review"):
+        transport.start_eagerly(broken())
+
+
+def test_a_hand_off_that_must_wait_goes_on_where_it_stopped() -> None:
+    """A hand-off blocked on a full buffer resumes, as a task, with the values it waited for."""
+
+    async def run() -> tuple[list[Any], Any]:
+        loop = asyncio.get_running_loop()
+        room = loop.create_future()
+        steps: list[Any] = []
+
+        async def hand_off() -> str:
+            steps.append("started")
+            steps.append(await room)  # the buffer is full: wait for room
+            await asyncio.sleep(0)  # a bare yield to the loop on the way
+            steps.append("delivered")
+            return "ok"
+
+        rest = transport.start_eagerly(hand_off())
+        assert rest is not None
+        assert steps == ["started"]
+        task = asyncio.ensure_future(rest)
+        await asyncio.sleep(0)
+        assert not task.done()
+        room.set_result("room")
+        return steps, await task
+
+    assert asyncio.run(run()) == (["started", "room", "delivered"], "ok")
+
+
+def test_a_waiting_hand_off_is_abandoned_when_the_drain_loop_is_cancelled_for_a_rebalance(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """As in Faust's loop: a hand-off still waiting when the flow is suspended is cancelled, the loop
+    goes on with the next record, and nothing of the abandoned one is delivered."""
+
+    async def run() -> dict[str, Any]:
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        consumer = app.consumer
+        topic = settings.kafka.topic("reviews.raw")
+        blocked = asyncio.Event()
+        delivered: list[int] = []
+        cancelled: list[int] = []
+        stop = asyncio.Event()
+
+        class Fetcher:
+            _stopped = stop
+
+        async def callback(message: Any) -> None:
+            if message.offset == 1:  # this one finds the stream buffer full
+                try:
+                    await blocked.wait()
+                except asyncio.CancelledError:
+                    cancelled.append(message.offset)
+                    raise
+            delivered.append(message.offset)
+
+        async def getmany(timeout: float) -> Any:
+            for offset in range(3):
+                yield (None, _message(topic, 0, offset, generation=1))
+            stop.set()
+
+        consumer.callback = callback
+        consumer.getmany = getmany
+        consumer.suspend_flow.clear()
+        drain = asyncio.ensure_future(consumer._drain_messages(Fetcher()))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert delivered == [0], "the hand-off of offset 1 should be waiting"
+        consumer.suspend_flow.set()  # what Faust does when a rebalance begins
+        await asyncio.wait_for(drain, 5)
+        return {"delivered": delivered, "cancelled": cancelled}
+
+    assert asyncio.run(run()) == {"delivered": [0, 2], "cancelled": [1]}
