@@ -14,6 +14,12 @@ Starts a private pipeline (its own Kafka and ClickHouse on free ports under var/
 3. the raw Kafka consume floor in the same run: a bare aiokafka consumer reading ``reviews.raw``;
 4. peak RSS of each process.
 
+With ``--breakdown`` the latency phase also tells where a probe's time went: the bench polls ClickHouse
+directly (every 20 ms) for the probes' rows, and afterwards reads the CreateTime of each probe's records
+in ``reviews.raw``, ``reviews.accepted``, ``ledger.intake`` and ``ledger.events`` (set by each producer as
+it appends the record). The ClickHouse polls add a little work to the server: compare runs with
+``--breakdown`` against runs with it only.
+
 Figures only, no assertions: compare them with the targets (≥ 10,000 reviews/s end to end, rating →
 figure p99 ≤ 2 s and rating → red ticket p99 ≤ 1 s at 2,000 reviews/s).
 """
@@ -22,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
+import re
 import secrets
 import sys
 import time
@@ -112,6 +120,9 @@ class Probes:
     sent_red: dict[str, float] = field(default_factory=dict)  # event id -> POST time
     seen_red: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # --breakdown: when each probe was first seen in ClickHouse itself (polled beside the API)
+    seen_red_ch: dict[str, float] = field(default_factory=dict)
+    seen_figure_ch: list[float] = field(default_factory=list)
 
     def review(self, n: int, unit: str, *, red: bool) -> dict[str, Any]:
         return {
@@ -180,11 +191,152 @@ class Probes:
                         self.errors.append(f"API poll: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.05)
 
+    async def watch_clickhouse(self, url: str, database: str, stop: asyncio.Event) -> None:
+        """Poll ClickHouse for the probes' rows: what the sink wrote, before the API reads it."""
+        figures = f"SELECT count() FROM {database}.reviews WHERE unit_code = '{FIGURE_PROBE_UNIT}' FORMAT TSV"
+        red = (
+            f"SELECT DISTINCT JSONExtractString(ticket, 'source_id') FROM {database}.ticket_events "
+            f"WHERE unit_code = '{RED_PROBE_UNIT}' FORMAT TSV"
+        )
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            while not stop.is_set():
+                now = time.time()
+                try:
+                    total = int((await client.post("/", content=figures)).text.strip() or 0)
+                    while len(self.seen_figure_ch) < min(total, len(self.sent_figure)):
+                        self.seen_figure_ch.append(now)
+                    for source_id in (await client.post("/", content=red)).text.split():
+                        self.seen_red_ch.setdefault(source_id, now)
+                except (httpx.HTTPError, ValueError) as exc:
+                    if len(self.errors) < 5:
+                        self.errors.append(f"ClickHouse poll: {type(exc).__name__}: {exc}")
+                await asyncio.sleep(0.02)
+
     def figure_latencies(self) -> list[float]:
         return [seen - sent for sent, seen in zip(self.sent_figure, self.seen_figure, strict=False)]
 
     def red_latencies(self) -> list[float]:
         return [self.seen_red[e] - t for e, t in self.sent_red.items() if e in self.seen_red]
+
+
+_PROBE_ID = re.compile(rb"(b\d+-(?:red|fig)-\d{6})")
+# The hops a probe's records make, in order, each with the topic whose CreateTime marks its end.
+_RED_HOPS = ("reviews.raw", "ledger.intake", "ledger.events")
+_FIGURE_HOPS = ("reviews.raw", "reviews.accepted")
+
+
+async def topic_times(p: Pipeline, run_id: str) -> dict[str, dict[str, float]]:
+    """Per topic: probe event id -> CreateTime (s) of its first record there."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    names = sorted(set(_RED_HOPS + _FIGURE_HOPS))
+    out: dict[str, dict[str, float]] = {name: {} for name in names}
+    topic_name = {p.settings.kafka.topic(name): name for name in names}
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=p.settings.kafka.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=16 * 1024 * 1024,
+        fetch_max_bytes=64 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        tps = [
+            TopicPartition(topic, partition)
+            for topic in topic_name
+            for partition in (consumer.partitions_for_topic(topic) or await _partitions(consumer, topic))
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        needles = (f"{run_id}-red-".encode(), f"{run_id}-fig-".encode())
+        remaining = {tp for tp in tps if ends[tp] > 0}
+        while remaining:
+            batches = await consumer.getmany(timeout_ms=2000, max_records=20_000)
+            if not batches:
+                break
+            for tp, records in batches.items():
+                seen = out[topic_name[tp.topic]]
+                for record in records:
+                    if record.value and any(n in record.value for n in needles):
+                        match = _PROBE_ID.search(record.value)
+                        if match:
+                            seen.setdefault(match.group(1).decode(), record.timestamp / 1000)
+                if records and records[-1].offset + 1 >= ends[tp]:
+                    remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+async def _partitions(consumer: Any, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # a fresh consumer may not know the topic yet
+    return consumer.partitions_for_topic(topic) or set()
+
+
+def print_breakdown(probes: Probes, times: dict[str, dict[str, float]]) -> None:
+    def row(label: str, values: list[float]) -> None:
+        print(
+            f"    {label:<44} n={len(values):<4} p50 {percentile(values, 0.5):.3f} s"
+            f"  p99 {percentile(values, 0.99):.3f} s  max {max(values, default=float('nan')):.3f} s"
+        )
+
+    def legs(
+        sent: dict[str, float], hops: tuple[str, ...], ch: dict[str, float], api: dict[str, float]
+    ) -> None:
+        marks: list[tuple[str, dict[str, float]]] = [("POST", sent)]
+        marks += [(hop, times[hop]) for hop in hops]
+        marks += [("ClickHouse", ch), ("API", api)]
+        for (a, at), (b, bt) in itertools.pairwise(marks):
+            row(f"{a} → {b}", [bt[e] - at[e] for e in sent if e in at and e in bt])
+        row("POST → API (whole)", [api[e] - sent[e] for e in sent if e in api])
+
+    print("  where a red probe's time went (from each record's CreateTime; ClickHouse polled every 20 ms):")
+    legs(probes.sent_red, _RED_HOPS, probes.seen_red_ch, probes.seen_red)
+    figure_ids = [f"{probes.run_id}-fig-{n:06d}" for n in range(len(probes.sent_figure))]
+    print("  where a figure probe's time went (its count's arrival, ClickHouse and API polled):")
+    legs(
+        dict(zip(figure_ids, probes.sent_figure, strict=False)),
+        _FIGURE_HOPS,
+        dict(zip(figure_ids, probes.seen_figure_ch, strict=False)),
+        dict(zip(figure_ids, probes.seen_figure, strict=False)),
+    )
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process so far (Linux); 0 if it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_pids(p: Pipeline) -> dict[str, int | None]:
+    pids: dict[str, int | None] = {
+        s.name: s.pid for s in [p.ingest, *p.workers, p.sink, p.api] if s is not None
+    }
+    for name, server in (("kafka", p.broker), ("clickhouse", p.clickhouse)):
+        try:
+            pids[name] = int(server.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pids[name] = None
+    return pids
+
+
+async def inserts_per_table(p: Pipeline) -> dict[str, int]:
+    """How many inserts the sink made into each table: every row carries its batch's token."""
+    db = p.settings.clickhouse.database
+    out: dict[str, int] = {}
+    async with httpx.AsyncClient(base_url=p.settings.clickhouse.url, timeout=30) as client:
+        for table in ("reviews", "ticket_events", "alerts"):
+            response = await client.post(
+                "/", content=f"SELECT uniqExact(sink_batch) FROM {db}.{table} FORMAT TSV"
+            )
+            out[table] = int(response.text.strip() or 0)
+    return out
 
 
 def rss_mb(pid: int | None) -> str:
@@ -209,8 +361,19 @@ async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Pr
         reviews_only=True,
     )
     sender = Sender(ingest, KEY_ID, SECRET, concurrency=args.concurrency, retry_for=30)
+    pids = process_pids(p)
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    inserts0 = await inserts_per_table(p)
+    t0 = time.monotonic()
     stop = asyncio.Event()
     watcher = asyncio.create_task(probes.watch(stop))
+    ch_watcher = (
+        asyncio.create_task(
+            probes.watch_clickhouse(p.settings.clickhouse.url, p.settings.clickhouse.database, stop)
+        )
+        if args.breakdown
+        else None
+    )
     load = asyncio.create_task(
         sender.run(generator, rate=args.rate, duration=args.latency_seconds, hour=10)  # type: ignore[arg-type]
     )
@@ -220,7 +383,12 @@ async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Pr
     await asyncio.sleep(5)  # the last probes
     stop.set()
     await watcher
+    if ch_watcher is not None:
+        await ch_watcher
     await sender.aclose()
+    wall = time.monotonic() - t0
+    cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+    inserts = await inserts_per_table(p)
     print(
         f"\n[latency at {args.rate:,.0f} reviews/s offered] the city sent {stats.rows_accepted:,} reviews "
         f"({stats.rows_accepted / max(stats.elapsed, 1e-9):,.0f}/s) in {stats.requests:,} requests, {stats.retries} retries, "
@@ -235,6 +403,17 @@ async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Pr
         f"  rating → red ticket in API:  n={len(red)}/{len(probes.sent_red)}  "
         f"p50 {percentile(red, 0.5):.3f} s  p99 {percentile(red, 0.99):.3f} s  max {max(red, default=float('nan')):.3f} s"
     )
+    print(
+        f"  CPU over the phase ({wall:.0f} s), cores busy: "
+        + ", ".join(f"{name} {seconds / wall:.2f}" for name, seconds in cpu.items())
+    )
+    print(
+        "  sink inserts/s: "
+        + ", ".join(f"{t} {(inserts[t] - inserts0.get(t, 0)) / wall:.1f}" for t in inserts)
+        + f"; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+    )
+    if args.breakdown:
+        print_breakdown(probes, await topic_times(p, probes.run_id))
     for error in probes.errors[:5]:
         print(f"  ! {error}")
     return probes
@@ -354,13 +533,35 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="stream worker processes")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="in the latency phase, also poll ClickHouse and read the topics: the time of each hop",
+    )
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument(
+        "--sink-latency-topics",
+        type=orjson.loads,
+        default=None,
+        metavar="JSON",
+        help="the sink's per-topic time bounds (sink.latency_topics), e.g. '{\"ledger.events\": 0.15}'; "
+        "'{}' puts every topic on sink.batch_seconds",
+    )
+    parser.add_argument("--sink-batch-seconds", type=float, default=None, help="sink.batch_seconds")
     args = parser.parse_args()
 
     p = Pipeline(REPO / "var" / "bench" / f"e2e-{os.getpid()}", REPO / "var" / "kafka" / "libs")
     p.settings.kafka.partitions = args.partitions
+    if args.sink_latency_topics is not None:
+        p.settings.sink.latency_topics = args.sink_latency_topics
+    if args.sink_batch_seconds is not None:
+        p.settings.sink.batch_seconds = args.sink_batch_seconds
     print(
         f"machine: {os.cpu_count()} CPUs; pipeline: 1 ingest, {args.workers} worker(s), 1 sink, 1 API, {args.partitions} partitions"
+    )
+    print(
+        f"sink: batch_seconds {p.settings.sink.batch_seconds}, "
+        f"latency_topics {orjson.dumps(p.settings.sink.latency_topics).decode()}"
     )
     started = time.time()
     try:

@@ -50,7 +50,7 @@ def sink(ctx: typer.Context) -> None:
     from sinks.clickhouse import connect
     from sinks.schema import Target
     from sinks.schema import migrate as apply
-    from sinks.writer import SinkWriter
+    from sinks.writer import lanes, run_lanes
 
     settings: Settings = ctx.obj
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -64,11 +64,17 @@ def sink(ctx: typer.Context) -> None:
 
         start_http_server(settings.sink.metrics_port, addr=settings.metrics_host)
 
+    writers = lanes(settings)
+
     async def main() -> None:
-        writer = SinkWriter(settings)
         loop = asyncio.get_running_loop()
+
+        def stop() -> None:
+            for writer in writers:
+                writer.stop()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, writer.stop)
-        await writer.run()
+            loop.add_signal_handler(sig, stop)
+        await run_lanes(writers)
 
     asyncio.run(main())

@@ -63,3 +63,9 @@ class SinkMetrics:
             "Partitions not being fetched: buffer full, or ClickHouse down.",
             registry=registry,
         )
+        self._paused_by_lane: dict[str, int] = {}
+
+    def set_paused(self, lane: str, partitions: int) -> None:
+        """Partitions one writer does not fetch; the gauge shows the sum over the process's writers."""
+        self._paused_by_lane[lane] = partitions
+        self.paused.set(sum(self._paused_by_lane.values()))

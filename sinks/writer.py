@@ -13,6 +13,12 @@ parsing in Cython) read 300k records/s, kafka-python 3.0's 31k/s (9k/s with CRC 
 target is 50k reviews/s. Inserts run in a small thread pool, one ClickHouse client per thread, so the
 event loop keeps the group membership alive while an insert runs.
 
+Each topic has its time bound: ``sink.batch_seconds`` (1 s) for reviews, whose inserts should be big,
+and the bound ``sink.latency_topics`` names (0.15 s for ledger events and alerts) for what a person
+waits for. One writer holding both kinds submits the latency topics' batches first; ``haochaping
+sink`` goes further and runs one writer per kind (:func:`lanes`), so that a ledger event never waits
+for a reviews batch's insert to finish (docs/sinks.md).
+
 ClickHouse down: the pending batches are retried with exponential backoff and jitter; meanwhile every
 partition is paused (nothing more is fetched, memory stays bounded by one batch per partition) and
 the loop keeps polling so that the consumer stays in its group. When an insert succeeds, fetching
@@ -72,13 +78,18 @@ class SinkWriter:
         *,
         metrics: SinkMetrics | None = None,
         topics: Sequence[str] = tuple(TABLE_OF_TOPIC),
+        lane: str = "",
     ) -> None:
         self.settings = settings
         self.metrics = metrics or SinkMetrics()
         self.group_id = settings.sink.group_id
+        self.lane = lane
         db = settings.clickhouse.database
         self.table_of: dict[str, str] = {
             settings.kafka.topic(name): f"{db}.{TABLE_OF_TOPIC[name]}" for name in topics
+        }
+        self.max_age: dict[str, float] = {
+            settings.kafka.topic(name): max_age(settings, name) for name in topics
         }
         self.deadletter_topic = settings.kafka.topic("deadletter")
         self.rows_written: dict[str, int] = dict.fromkeys(self.table_of.values(), 0)
@@ -121,7 +132,7 @@ class SinkWriter:
         await self._admin.start()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=k.bootstrap_servers,
-            client_id=f"{k.client_id}-sink",
+            client_id=f"{k.client_id}-sink" + (f"-{self.lane}" if self.lane else ""),
             group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -129,7 +140,7 @@ class SinkWriter:
             isolation_level="read_committed",
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
-            fetch_max_wait_ms=max(10, min(500, int(s.batch_seconds * 500))),
+            fetch_max_wait_ms=max(10, min(500, int(min(self.max_age.values()) * 500))),
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
         )
@@ -210,7 +221,7 @@ class SinkWriter:
             self._update_lag()
             ready: dict[TP, Batch] = {}
             for key, buf in self._buffers.items():
-                if buf.ready(now, s.batch_rows, s.batch_seconds):
+                if buf.ready(now, s.batch_rows, self.max_age[buf.topic]):
                     batch = buf.cut(now, s.batch_rows)
                     if batch is not None:
                         ready[key] = batch
@@ -219,10 +230,10 @@ class SinkWriter:
                 await self._write_pending()
 
     def _poll_timeout_ms(self, now: float) -> int:
-        wait = self.settings.sink.batch_seconds
+        wait = min(self.max_age.values())
         for buf in self._buffers.values():
             if buf.first_added_at is not None:
-                wait = min(wait, buf.first_added_at + self.settings.sink.batch_seconds - now)
+                wait = min(wait, buf.first_added_at + self.max_age[buf.topic] - now)
         return max(1, int(wait * 1000))
 
     def _assigned_tps(self) -> list[Any]:
@@ -231,7 +242,7 @@ class SinkWriter:
     def _pause_all(self) -> None:
         tps = self._assigned_tps()
         self._consumer.pause(*tps)
-        self.metrics.paused.set(len(tps))
+        self.metrics.set_paused(self.lane, len(tps))
 
     def _flow_control(self) -> None:
         """Stop fetching partitions whose buffer is full; fetch the others."""
@@ -244,7 +255,7 @@ class SinkWriter:
             self._consumer.pause(*full)
         if free:
             self._consumer.resume(*free)
-        self.metrics.paused.set(len(full))
+        self.metrics.set_paused(self.lane, len(full))
 
     def _update_lag(self) -> None:
         for (topic, partition), buf in self._buffers.items():
@@ -280,7 +291,8 @@ class SinkWriter:
         from aiokafka.errors import KafkaError
 
         loop = asyncio.get_running_loop()
-        batches = list(self._pending.items())
+        # The pool starts the batches in this order: the topics with the shortest bound go first.
+        batches = sorted(self._pending.items(), key=lambda kb: self.max_age[kb[1].topic])
         outcomes: list[_Outcome] = await asyncio.gather(
             *(loop.run_in_executor(self._pool, self._write_batch, b) for _, b in batches)
         )
@@ -456,15 +468,65 @@ class SinkWriter:
 _counter_lock = threading.Lock()
 
 
+def max_age(settings: Settings, name: str) -> float:
+    """How long a record of topic ``name`` (the short name) may wait in the writer before its insert."""
+    return settings.sink.latency_topics.get(name, settings.sink.batch_seconds)
+
+
+def lanes(settings: Settings, metrics: SinkMetrics | None = None) -> list[SinkWriter]:
+    """The writers ``haochaping sink`` runs: one for the latency topics, one for the rest.
+
+    Both are members of the sink's consumer group (Kafka's round-robin assignor gives each partition to a
+    member subscribed to its topic), so the committed offsets and pending intents are the ones a single
+    writer would use, and each partition still has one writer. The embedded engine (chdb://) is opened by
+    one client only: there a single writer takes every topic.
+    """
+    unknown = set(settings.sink.latency_topics) - set(TABLE_OF_TOPIC)
+    if unknown:
+        raise ValueError(
+            f"sink.latency_topics names {sorted(unknown)}, which the sink does not write; "
+            f"it writes {sorted(TABLE_OF_TOPIC)}"
+        )
+    wrong = {t: b for t, b in settings.sink.latency_topics.items() if not b > 0}
+    if wrong:
+        raise ValueError(f"sink.latency_topics gives {wrong}: a time bound must be a number of seconds > 0")
+    metrics = metrics or SinkMetrics()
+    if settings.clickhouse.url.startswith("chdb://"):
+        return [SinkWriter(settings, metrics=metrics)]
+    urgent = tuple(t for t in TABLE_OF_TOPIC if t in settings.sink.latency_topics)
+    bulk = tuple(t for t in TABLE_OF_TOPIC if t not in settings.sink.latency_topics)
+    return [
+        SinkWriter(settings, metrics=metrics, topics=topics, lane=lane)
+        for lane, topics in (("latency", urgent), ("bulk", bulk))
+        if topics
+    ]
+
+
+async def run_lanes(writers: Sequence[SinkWriter]) -> None:
+    """Run the writers together until one of them ends (stopped or failed); then stop the rest."""
+    tasks = [asyncio.create_task(w.run(), name=f"sink-{w.lane or 'writer'}") for w in writers]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in writers:
+            w.stop()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0][:1000] if text.strip() else text
 
 
 class WriterThread:
-    """Runs a :class:`SinkWriter` on its own event loop in a thread (tests, benchmarks, tools)."""
+    """Runs a :class:`SinkWriter`, or several as :func:`run_lanes` does, on its own event loop in a thread
+    (tests, benchmarks, tools)."""
 
-    def __init__(self, writer: SinkWriter) -> None:
-        self.writer = writer
+    def __init__(self, writer: SinkWriter | Sequence[SinkWriter]) -> None:
+        self.writers: list[SinkWriter] = [writer] if isinstance(writer, SinkWriter) else list(writer)
+        self.writer = self.writers[0]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
@@ -475,7 +537,8 @@ class WriterThread:
         self._loop = loop
         self._ready.set()
         try:
-            loop.run_until_complete(self.writer.run())
+            main = self.writer.run() if len(self.writers) == 1 else run_lanes(self.writers)
+            loop.run_until_complete(main)
         except BaseException as exc:
             self._error = exc
             log.exception("sink writer failed")
@@ -493,7 +556,8 @@ class WriterThread:
     def stop(self, timeout: float = 30.0) -> None:
         if self._loop is not None and self._thread.is_alive():
             with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self.writer.stop)
+                for writer in self.writers:
+                    self._loop.call_soon_threadsafe(writer.stop)
         self._thread.join(timeout)
         if self._error is not None:
             raise self._error
