@@ -326,17 +326,3 @@ def test_a_waiting_hand_off_is_abandoned_when_the_drain_loop_is_cancelled_for_a_
         return {"delivered": delivered, "cancelled": cancelled}
 
     assert asyncio.run(run()) == {"delivered": [0, 2], "cancelled": [1]}
-
-
-def test_fausts_monitor_is_not_called_for_every_record_but_stays_for_the_consumers_reports(
-    settings: Settings, tmp_path: Path
-) -> None:
-    """The worker serves no Faust web statistics: the Monitor is left out of the per-event sensors."""
-
-    async def sensors() -> tuple[bool, bool]:
-        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
-        app.on_init_dependencies()  # what starting the app does first; it adds the Monitor in Faust
-        app.monitor.on_tp_commit({})  # the consumer's direct report still has somewhere to go
-        return app.monitor in set(app.sensors), app.monitor is not None
-
-    assert asyncio.run(sensors()) == (False, True)
