@@ -74,22 +74,6 @@ class Stages:
         )
 
 
-class WorkerApp(faust.App):
-    """Faust's app without its Monitor among the per-event sensors.
-
-    The Monitor times every event, message and send for Faust's web statistics page, which this
-    worker does not serve (``web_enabled=False``; its figures are Prometheus metrics, ``streams.metrics``).
-    Its hooks ran for each record on the stream's path: 4 % of the worker's time. ``app.monitor``
-    itself stays (Faust's consumer reports commits and end offsets to it directly).
-    """
-
-    def on_init_dependencies(self) -> Any:
-        dependencies = super().on_init_dependencies()
-        if self.monitor in set(self.sensors):
-            self.sensors.remove(self.monitor)
-        return dependencies
-
-
 def app_id_for(settings: Settings) -> str:
     """Faust prefixes its own topics (table changelogs) with the app id: include the topic prefix."""
     prefix = settings.kafka.topic_prefix.rstrip(".-_")
@@ -103,7 +87,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
     app_id = app_id_for(settings)
     datadir = s.data_dir or settings.var_dir / "streams" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = WorkerApp(
+    app = faust.App(
         app_id,
         # Faust's aiokafka driver with the per-record consumer overhead removed and
         # fetch_max_wait_ms applied (streams/transport.py).
