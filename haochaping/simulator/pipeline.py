@@ -8,7 +8,9 @@ broker and stops ClickHouse, which must not disturb anything else running on the
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import time
 import uuid
@@ -301,6 +303,22 @@ class Pipeline:
                 f"ledger: {len(unexpected)} ticket(s) for no counted bad review, e.g. {unexpected[:5]}"
             )
         return problems
+
+    def dump_worker_tasks(self, wait: float = 3.0) -> list[Path]:
+        """Have every live worker write each thread's and each asyncio task's stack, with locals, to its
+        log (the SIGUSR1 handler of Faust's worker, ``mode.utils.logging.cry``); the logs it went to.
+
+        For a drill whose figures came out wrong: a worker that stopped moving shows what each of its
+        agents, its fetcher and its commit is waiting on, which its log lines alone cannot tell.
+        """
+        written = []
+        for worker in self.workers:
+            if worker.running() and worker.pid is not None:
+                os.kill(worker.pid, signal.SIGUSR1)
+                written.append(worker.log_path)
+        if written:
+            time.sleep(wait)
+        return written
 
     def logs(self) -> str:
         parts = []

@@ -26,6 +26,11 @@ def finish(p: Pipeline) -> None:
     assert code == 0, f"the simulator reported problems:\n{p.logs()}"
     p.settle()
     problems = p.verdict()
+    if problems:
+        dumped = p.dump_worker_tasks()
+        problems.append(
+            f"each live worker's threads and asyncio tasks, with their stacks, are at the end of {dumped}"
+        )
     assert not problems, "\n".join(problems) + "\n" + p.logs()
 
 
