@@ -123,7 +123,8 @@ class SinkSettings(BaseModel):
     # topics with a consumer of their own (a second member of the same group), so that their small
     # inserts never queue behind a reviews batch. Each insert costs ClickHouse a fixed amount of CPU, so
     # only small streams belong here (docs/sinks.md has what they cost); {} puts every topic on batch_seconds.
-    latency_topics: dict[str, float] = {"ledger.events": 0.15, "alerts": 0.15}
+    # Alerts are not: the live board gets them from Kafka (api/feed.py), no API query reads their table.
+    latency_topics: dict[str, float] = {"ledger.events": 0.15}
     raw_review_ttl_days: int = 0  # 0 keeps raw reviews forever
     group_id: str = "haochaping-sink"
     insert_threads: int = 2  # concurrent inserts (one ClickHouse client each); 1 for chdb://

@@ -14,8 +14,7 @@ target is 50k reviews/s. Inserts run in a small thread pool, one ClickHouse clie
 event loop keeps the group membership alive while an insert runs.
 
 Each topic has its time bound: ``sink.batch_seconds`` (1 s) for reviews, whose inserts should be big,
-and the bound ``sink.latency_topics`` names (0.15 s for ledger events and alerts) for what a person
-waits for. One writer holding both kinds submits the latency topics' batches first; ``haochaping
+and the bound ``sink.latency_topics`` names (0.15 s for ledger events) for what a person waits for. One writer holding both kinds submits the latency topics' batches first; ``haochaping
 sink`` goes further and runs one writer per kind (:func:`lanes`), so that a ledger event never waits
 for a reviews batch's insert to finish (docs/sinks.md).
 
