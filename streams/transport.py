@@ -29,7 +29,8 @@ a transport class). Everything not named below is Faust's own driver, unchanged.
    lose fetched records on the way to the agents around a rebalance (its fetch loop drops the rest of
    a fetched batch when the flow stops or the generation changes, and the client's position has
    already moved past them). :meth:`Consumer.holes` follows, per partition, the next offset the agents
-   should see (from the committed offset Faust seeks to after each rebalance); when a batch skips
+   should see (from the committed offset Faust seeks to after each rebalance, or the start of the
+   log for a partition the group never committed); when a batch skips
    some, the agent seeks the partition back to the first one missing (``streams.app``), so they are
    processed, late but once counted. A commit never passes an offset that was not acknowledged
    (:meth:`Consumer._new_offset`; Faust's own check lets one missing offset through). Should the same
@@ -154,16 +155,26 @@ class Consumer(faust_aiokafka.Consumer):
         super().__init__(*args, **kwargs)
         self._read_offset = NoReadPositions()
         # Per partition: the next offset the agents should see in this generation (None: not known,
-        # the partition has no committed offset yet and the first record seen sets it).
+        # e.g. before the first seek; the first record seen sets it).
         self._next_offset: dict[TP, int | None] = {}
         # tp -> (offset sought back to, times, since when)
         self._refetches: dict[TP, tuple[int, int, float]] = {}
         self._clock = time.monotonic
 
     async def perform_seek(self) -> None:
-        """Seek every assigned partition to its committed offset, and expect the agents to start there."""
+        """Seek every assigned partition to its committed offset, and expect the agents to start there:
+        at the committed offset, or at the start of the log where the group never committed one (the
+        client resets to it, ``auto_offset_reset=earliest``)."""
         await super().perform_seek()
-        self._next_offset = {tp: self._committed_offset.get(tp) for tp in self.assignment()}
+        expected = {tp: self._committed_offset.get(tp) for tp in self.assignment()}
+        sources = self.app.topics.acking_topics
+        never = [tp for tp, offset in expected.items() if offset is None and tp.topic in sources]
+        if never:
+            # A partition new to the group loses fetched records around a rebalance like any other
+            # (point 3); counting from the first record seen, records lost before it would go unnoticed.
+            earliest = await self.earliest_offsets(*never)
+            expected.update({tp: earliest.get(tp) for tp in never})
+        self._next_offset = expected
         self._refetches.clear()
 
     def holes(self, messages: Iterable[Message]) -> dict[TP, tuple[int, int]]:

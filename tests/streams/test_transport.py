@@ -326,3 +326,44 @@ def test_a_waiting_hand_off_is_abandoned_when_the_drain_loop_is_cancelled_for_a_
         return {"delivered": delivered, "cancelled": cancelled}
 
     assert asyncio.run(run()) == {"delivered": [0, 2], "cancelled": [1]}
+
+
+def test_a_partition_the_group_never_committed_is_counted_from_the_start_of_its_log(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A partition new to the group loses fetched records around a rebalance like any other: the agent
+    must expect its first offset, not whatever record it happens to see first. (The fault drill "two
+    workers, kill one" left 13 bad reviews without a ticket this way: a ledger.intake partition the
+    killed worker had never committed.)"""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+    from faust.types import TP
+
+    async def run() -> tuple[dict[Any, Any], list[Any], dict[Any, Any]]:
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        consumer = app.consumer
+        topic = settings.kafka.topic("ledger.intake")
+        committed, never, changelog = TP(topic, 0), TP(topic, 1), TP("t-tickets-changelog", 1)
+        app.topics._acking_topics.add(topic)  # an agent's source topic
+
+        async def seek_to_committed(self: Any) -> None:  # Faust's part, which asks the broker
+            self._committed_offset.update({committed: 7, never: None, changelog: None})
+
+        asked: list[Any] = []
+
+        async def earliest_offsets(*tps: Any) -> dict[Any, int]:
+            asked.extend(tps)
+            return {never: 40}
+
+        monkeypatch.setattr(faust_aiokafka.Consumer, "perform_seek", seek_to_committed)
+        monkeypatch.setattr(consumer, "assignment", lambda: {committed, never, changelog})
+        monkeypatch.setattr(consumer, "earliest_offsets", earliest_offsets)
+        await consumer.perform_seek()
+        app.consumer_generation_id = 2
+        holes = consumer.holes([_message(topic, 1, 45, generation=2)])  # 40..44 never arrived
+        return dict(consumer._next_offset), asked, holes
+
+    next_offset, asked, holes = asyncio.run(run())
+    topic = settings.kafka.topic("ledger.intake")
+    assert asked == [(topic, 1)]  # only the source partition with no committed offset
+    assert next_offset[(topic, 0)] == 7
+    assert holes == {(topic, 1): (40, 45)}
