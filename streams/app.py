@@ -8,8 +8,8 @@ Topology (logical topic names; ``settings.kafka.topic(name)`` adds the deploymen
     ledger.commands ┴[ledger]─────> ledger.events, alerts, deadletter
     (timer) deadline check ───────> ledger.intake (DeadlineTick for the tickets this worker owns)
 
-Every agent works the same way (:func:`_run_batch`): take up to ``batch_size`` raw records with
-``noack_take``, hand them to the stage (plain Python), send what it returns, wait until the broker
+Every agent works the same way (``run_batch``): take up to ``batch_size`` raw records from its
+channel (``streams.take.take_batches``), hand them to the stage (plain Python), send what it returns, wait until the broker
 has every output, write each changed table key once (the reviews agent adds a bounded step of the
 dedupe purge to those writes: ``streams.purge``), then ack the batch. A batch whose processing
 or sending raises is never acked: its offsets are not committed and a restarted worker processes it
@@ -43,6 +43,7 @@ from streams.batch import (
 from streams.outbox import KeyPartitions, send_batches
 from streams.purge import DedupePurge
 from streams.state import last_event_per_partition, write_per_partition
+from streams.take import take_batches
 from streams.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 from streams.transport import Consumer as TransportConsumer
 
@@ -142,7 +143,6 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
     key_partitions = KeyPartitions()
 
     async def run_batch(
-        stream: faust.StreamT,
         events: Sequence[EventT],
         process: Process,
         table: Any,
@@ -180,7 +180,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             purge.done(steps, purged)
         await refetch_holes(events)
         for ev in events:
-            await stream.ack(ev)
+            ev.ack()
         _record_metrics(agent, result, len(events), time.perf_counter() - started)
 
     async def refetch_holes(events: Sequence[EventT]) -> None:
@@ -213,21 +213,18 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
 
     @app.agent(source(REVIEWS_RAW), name="reviews")
     async def reviews(stream: faust.StreamT) -> None:
-        manual = stream.noack()
-        async for events in manual.noack_take(batch_size, within=within):
-            await run_batch(manual, events, stages_().reviews.process, dedupe, "reviews", purge)
+        async for events in take_batches(stream, batch_size, within):
+            await run_batch(events, stages_().reviews.process, dedupe, "reviews", purge)
 
     @app.agent(source(WORKORDERS_RAW), name="workorders")
     async def workorders(stream: faust.StreamT) -> None:
-        manual = stream.noack()
-        async for events in manual.noack_take(batch_size, within=within):
-            await run_batch(manual, events, stages_().workorders.process, None, "workorders")
+        async for events in take_batches(stream, batch_size, within):
+            await run_batch(events, stages_().workorders.process, None, "workorders")
 
     @app.agent(source(LEDGER_INTAKE, LEDGER_COMMANDS), name="ledger")
     async def ledger(stream: faust.StreamT) -> None:
-        manual = stream.noack()
-        async for events in manual.noack_take(batch_size, within=within):
-            await run_batch(manual, events, stages_().ledger.process, tickets, "ledger")
+        async for events in take_batches(stream, batch_size, within):
+            await run_batch(events, stages_().ledger.process, tickets, "ledger")
 
     @app.timer(s.deadline_check_seconds)
     async def deadline_check() -> None:
