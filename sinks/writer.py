@@ -97,6 +97,7 @@ class SinkWriter:
         self._attempt = 0
         self._retry_at = 0.0
         self._stop = asyncio.Event()
+        self._failed: BaseException | None = None
         threads = 1 if settings.clickhouse.url.startswith("chdb://") else max(1, settings.sink.insert_threads)
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sink-insert")
         self._clients = ClientPerThread(settings.clickhouse)
@@ -148,6 +149,8 @@ class SinkWriter:
         await consumer.start()
         try:
             await self._loop()
+            if self._failed is not None:
+                raise self._failed
         finally:
             with contextlib.suppress(Exception):
                 await consumer.stop()
@@ -173,12 +176,21 @@ class SinkWriter:
         tps = list(assigned)
         if not tps:
             return
-        committed = await self._admin.list_consumer_group_offsets(self.group_id, partitions=tps)
+        # aiokafka may fetch the new partitions while this listener awaits the lookup below; a partition
+        # without a buffer is paused (see _flow_control) and what was fetched of it is dropped, then read
+        # again from the seek below. (Without the pause and the seek to the beginning, the first records
+        # of a new group's partitions were dropped for good when the lookup was slow.)
+        self._consumer.pause(*tps)
+        committed = await self._committed(tps)
+        if committed is None:
+            return
         for tp in tps:
             key = (tp.topic, tp.partition)
             buf = PartitionBuffer(tp.topic, tp.partition)
             om = committed.get(tp)
-            if om is not None and om.offset >= 0:
+            if om is None or om.offset < 0:
+                await self._consumer.seek_to_beginning(tp)  # the group's auto_offset_reset, "earliest"
+            else:
                 buf.reset(om.offset, decode_intent(om.metadata))
                 self._consumer.seek(tp, om.offset)
                 if buf.bound is not None:
@@ -191,6 +203,33 @@ class SinkWriter:
                     )
             self._buffers[key] = buf
             self._pending.pop(key, None)
+
+    async def _committed(self, tps: list[Any]) -> dict[Any, Any] | None:
+        """The group's committed offsets and intents of ``tps``, or None after :attr:`_failed` is set.
+
+        aiokafka swallows an exception raised in the rebalance listener: the partitions would stay assigned
+        with no buffer, and their records would be read and dropped. A lookup that fails (the coordinator
+        of a new group still loading, a second member joining) is tried again; if it keeps failing the
+        writer stops with the reason, so that a restart reads the partitions from their committed offsets.
+        """
+        from aiokafka.errors import KafkaError
+
+        deadline = time.monotonic() + self.settings.sink.session_timeout_ms / 1000
+        delay = 0.1
+        while True:
+            try:
+                return dict(await self._admin.list_consumer_group_offsets(self.group_id, partitions=tps))
+            except KafkaError as exc:
+                if time.monotonic() + delay > deadline:
+                    self._failed = RuntimeError(
+                        f"could not read the committed offsets of {len(tps)} partition(s) assigned to "
+                        f"group {self.group_id} ({exc!r}); stopping so that a restart reads them again"
+                    )
+                    self._stop.set()
+                    return None
+                log.warning("reading the committed offsets failed (%r); trying again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(1.0, delay * 2)
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -244,12 +283,13 @@ class SinkWriter:
         self.metrics.set_paused(self.lane, len(tps))
 
     def _flow_control(self) -> None:
-        """Stop fetching partitions whose buffer is full; fetch the others."""
+        """Stop fetching partitions whose buffer is full or not yet set up; fetch the others."""
         cap = self.settings.sink.batch_rows
         full, free = [], []
         for tp in self._assigned_tps():
             buf = self._buffers.get((tp.topic, tp.partition))
-            (full if buf is not None and len(buf) >= cap else free).append(tp)
+            # No buffer yet: its assignment is still looking up the committed offset (_on_assigned).
+            (full if buf is None or len(buf) >= cap else free).append(tp)
         if full:
             self._consumer.pause(*full)
         if free:

@@ -95,3 +95,51 @@ def test_a_latency_topic_the_sink_does_not_write_is_refused_with_what_it_writes(
     )
     with pytest.raises(ValueError, match=r"\['ledger.event'\], which the sink does not write; it writes"):
         lanes(settings)
+
+
+class LookupFails(SinkWriter):
+    """The committed-offsets lookup of an assignment fails ``failures`` times (a coordinator still loading)."""
+
+    failures = 0
+
+    async def _on_assigned(self, assigned: Any) -> None:
+        from aiokafka.errors import CoordinatorLoadInProgressError
+
+        real = self._admin.list_consumer_group_offsets
+
+        async def flaky(*args: Any, **kwargs: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                raise CoordinatorLoadInProgressError()
+            return await real(*args, **kwargs)
+
+        self._admin.list_consumer_group_offsets = flaky
+        await super()._on_assigned(assigned)
+
+
+def test_a_failed_offsets_lookup_on_assignment_is_tried_again_and_nothing_is_dropped(
+    sink_settings, sink_topics, migrated, produce
+) -> None:
+    # Before, aiokafka swallowed the listener's error: the partitions stayed assigned without a buffer
+    # and their records were read and dropped, so the ledger event never landed.
+    writer = LookupFails(sink_settings, metrics=SinkMetrics(CollectorRegistry()))
+    writer.failures = 2
+    _one_of_each(produce)
+    with WriterThread(writer):
+        wait_for(lambda: count(migrated, "SELECT count() FROM ticket_events") == 1, what="the ledger event")
+        wait_for(lambda: count(migrated, "SELECT count() FROM reviews") == 1, what="the review")
+    assert writer.failures == 0
+
+
+def test_an_offsets_lookup_that_keeps_failing_stops_the_writer_with_the_reason(
+    sink_settings, sink_topics, migrated, produce
+) -> None:
+    writer = LookupFails(sink_settings, metrics=SinkMetrics(CollectorRegistry()))
+    writer.failures = 1_000_000
+    thread = WriterThread(writer).start()
+    wait_for(lambda: not thread.is_alive(), timeout=60, what="the writer to stop")
+    with pytest.raises(
+        RuntimeError, match=r"could not read the committed offsets of .* a restart reads them again"
+    ):
+        thread.stop()
+    assert count(migrated, "SELECT count() FROM ticket_events") == 0
