@@ -12,6 +12,8 @@ what the stream's iteration does for correctness, and nothing else:
 - **Track every record it hands on** (``Consumer.unacked``), as the stream does: a rebalance waits
   for the tracked records to be acknowledged before it gives partitions away, so an agent in the
   middle of a batch finishes it (and writes its changelog) before a new owner recovers the table.
+- **End when the channel is closed** (Faust throws ``StopAsyncIteration`` into its queue when the
+  worker stops), as the stream's iteration does, instead of crashing the agent.
 - **A batch is cut** at ``max_`` records, or ``within`` seconds after its first record arrived.
   The wait for the next record never cancels a ``queue.get()`` (asyncio can drop the item a
   cancelled ``get`` had already taken); a get still pending when the time is up carries over to the
@@ -55,7 +57,7 @@ async def take_batches(stream: StreamT, max_: int, within: float) -> AsyncIterat
         batch.append(value)
 
     try:
-        while True:
+        while True:  # until the channel is closed: Faust throws StopAsyncIteration into its queue
             batch: list[EventT] = []
             if pending is None:
                 pending = asyncio.ensure_future(queue.get())
@@ -77,6 +79,9 @@ async def take_batches(stream: StreamT, max_: int, within: float) -> AsyncIterat
                 admit(value, batch)
             if batch:
                 yield batch
+    except StopAsyncIteration:
+        # A stopping worker closes its channels this way; the stream's own iteration ends on it too.
+        return
     finally:
         if pending is not None:
             pending.cancel()

@@ -121,3 +121,20 @@ def test_records_that_arrive_after_a_batch_was_cut_open_the_next_one(
         return [[e.message.offset for e in first], [e.message.offset for e in second]]
 
     assert asyncio.run(run()) == [[0], [1, 2]]
+
+
+def test_the_batches_end_when_the_worker_closes_the_channel(settings: Settings, tmp_path: Path) -> None:
+    """A stopping worker throws StopAsyncIteration into each channel; the agent's loop ends, no crash."""
+
+    async def run() -> list[list[int]]:
+        app = _app(settings, tmp_path)
+        stream, queue = _setup(app, "t")
+        queue.put_nowait(_event(app, "t", 0))
+        seen = []
+        closing = asyncio.get_running_loop().call_later(0.1, queue._throw, StopAsyncIteration())
+        async for batch in take_batches(stream, 10, 0.02):
+            seen.append([e.message.offset for e in batch])
+        closing.cancel()
+        return seen
+
+    assert asyncio.run(asyncio.wait_for(run(), 5)) == [[0]]
