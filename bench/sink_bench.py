@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -261,6 +261,11 @@ def steady(args: argparse.Namespace, settings: Settings, client: object) -> None
         f"written: {n_reviews:,} reviews, {n_events:,} ledger events in {elapsed:.1f} s; inserts/s: "
         + ", ".join(f"{t} {n / elapsed:.1f}" for t, n in inserts.items())
     )
+    for table in (f"{db}.reviews", f"{db}.ticket_events"):
+        n, quantile = _batch_seconds(metrics, table)
+        print(
+            f"{table}: {n} batches; repeat check + insert p50 <= {quantile(0.5)} s, p99 <= {quantile(0.99)} s"
+        )
     for table, ages in seen.ages.items():
         print(
             f"produced → visible in ClickHouse, {table}: n={len(ages):,} p50 {_quantile(ages, 0.5):.3f} s "
@@ -271,6 +276,25 @@ def steady(args: argparse.Namespace, settings: Settings, client: object) -> None
             f"ClickHouse CPU: {ch_cpu / elapsed:.3f} cores while writing, {ch_cpu_settled:.1f} s in all with the "
             f"merges that followed ({settled:.0f} s) = {ch_cpu_settled / elapsed:.3f} cores over the run"
         )
+
+
+def _batch_seconds(metrics: SinkMetrics, table: str) -> tuple[int, Callable[[float], str]]:
+    """The writer's batches into ``table`` and a quantile of their insert time (a histogram bucket's bound)."""
+    samples = [
+        s
+        for m in metrics.batch_seconds.collect()
+        for s in m.samples
+        if s.name.endswith("_bucket") and s.labels["table"] == table
+    ]
+    total = max((s.value for s in samples), default=0)
+
+    def quantile(q: float) -> str:
+        for s in samples:
+            if s.value >= q * total:
+                return s.labels["le"]
+        return "?"
+
+    return int(total), quantile
 
 
 def _quantile(values: list[float], q: float) -> float:
@@ -447,19 +471,7 @@ def run(args: argparse.Namespace) -> None:
             t: int(client.query(f"SELECT {counted} FROM {db}.{t}").result_rows[0][0])
             for t in ("satisfaction_minute", "satisfaction_hourly", "satisfaction_daily")
         }
-        samples = [
-            s
-            for m in metrics.batch_seconds.collect()
-            for s in m.samples
-            if s.name.endswith("_bucket") and s.labels["table"] == table
-        ]
-        total = max((s.value for s in samples), default=0)
-
-        def quantile(q: float) -> str:
-            for s in samples:
-                if s.value >= q * total:
-                    return s.labels["le"]
-            return "?"
+        total, quantile = _batch_seconds(metrics, table)
 
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"reviews into ClickHouse: {args.n:,} in {elapsed:.2f}s = {args.n / elapsed:,.0f} reviews/s")
