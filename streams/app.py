@@ -40,7 +40,7 @@ from streams.batch import (
     BatchResult,
     Incoming,
 )
-from streams.outbox import KeyPartitions, send_batches
+from streams.outbox import KeyPartitions, send_batches, undelivered_batches
 from streams.purge import DedupePurge
 from streams.state import last_event_per_partition, write_per_partition
 from streams.take import take_batches
@@ -48,6 +48,10 @@ from streams.transport import FETCH_MAX_WAIT_ATTR, SCHEME
 from streams.transport import Consumer as TransportConsumer
 
 log = logging.getLogger(__name__)
+
+# An output batch is normally on the broker within milliseconds; one held this long is stuck.
+UNDELIVERED_WARN_SECONDS = 10.0
+UNDELIVERED_CHECK_SECONDS = 5.0
 
 Process = Callable[[Sequence[Incoming], Callable[[bytes], bytes | None]], BatchResult]
 
@@ -241,6 +245,21 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
         if pending:
             await asyncio.gather(*pending)
             metrics.EVENTS_OUT.labels(LEDGER_INTAKE).inc(len(pending))
+
+    @app.timer(UNDELIVERED_CHECK_SECONDS)
+    async def undelivered_check() -> None:
+        """Say which partition an output batch is stuck on: a commit waits for every batch."""
+        stuck = undelivered_batches(app.producer, UNDELIVERED_WARN_SECONDS)
+        metrics.UNDELIVERED.set(len(stuck))
+        for batch in stuck:
+            log.warning(
+                "an output batch for %s[%d] has waited %.0f s to be delivered (the producer's metadata "
+                "gives its leader as %s); offset commits and the next rebalance wait for it",
+                batch.topic,
+                batch.partition,
+                batch.waited_seconds,
+                batch.leader,
+            )
 
     app.haochaping_agents = (reviews, workorders, ledger)  # type: ignore[attr-defined]
     app.haochaping_tables = {"dedupe": dedupe, "tickets": tickets}  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("haochaping_streams_events_in_total", "Records consumed", ["topic"])
 EVENTS_OUT = Counter("haochaping_streams_events_out_total", "Records produced", ["topic"])
@@ -38,4 +38,8 @@ REFETCHES = Counter(
     "haochaping_streams_refetches_total",
     "Seeks back to records the consumer fetched and lost before they reached an agent (streams/transport.py)",
     ["topic"],
+)
+UNDELIVERED = Gauge(
+    "haochaping_streams_undelivered_batches",
+    "Output batches the producer has held for more than 10 s (offset commits wait for them)",
 )

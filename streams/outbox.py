@@ -12,8 +12,10 @@ as the Java client and kafka-python: ``ledger.intake`` and ``ledger.commands`` s
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from faust.types import ProducerT
 
@@ -112,3 +114,36 @@ async def send_batches(
         Sent(topic, partition, metadata.offset, metadata.offset + count - 1)
         for (topic, partition, count, _), metadata in zip(pending, results, strict=True)
     ]
+
+
+class Undelivered(NamedTuple):
+    """An output batch the producer still holds: for which partition, how long, and what the producer's
+    metadata says of that partition's leader (None: the partition is unknown to it; -1: no leader)."""
+
+    topic: str
+    partition: int
+    waited_seconds: float
+    leader: int | None
+
+
+def undelivered_batches(producer: Any, older_than: float) -> list[Undelivered]:
+    """The batches ``producer`` (Faust's aiokafka producer) has held for more than ``older_than`` seconds.
+
+    A commit flushes the producer first, so one batch that is never delivered holds every later
+    commit, and with it the next rebalance. aiokafka gives up on such a batch only after the request
+    timeout (Faust's default: 20 minutes). Reads aiokafka's accumulator; an empty list if its shape
+    is not the one known here.
+    """
+    client = getattr(producer, "_producer", None)
+    accumulator = getattr(client, "_message_accumulator", None)
+    batches = getattr(accumulator, "_batches", None)
+    if client is None or not isinstance(batches, dict):
+        return []
+    cluster = client.client.cluster
+    now = time.monotonic()
+    found = []
+    for tp, queued in list(batches.items()):
+        created = getattr(queued[0], "_ctime", None) if queued else None
+        if created is not None and now - created > older_than:
+            found.append(Undelivered(tp.topic, tp.partition, now - created, cluster.leader_for_partition(tp)))
+    return found

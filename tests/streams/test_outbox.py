@@ -79,3 +79,32 @@ def test_remembered_partitions_are_the_hashed_ones_and_a_new_partition_count_sta
     for k in (b"k1", b"k2", b"k3", b"k4"):  # past max_keys the memory is cleared, not grown
         remembered.get("t", k, count, murmur)
     assert len(remembered._topics["t"][1]) <= 3
+
+
+def test_a_batch_held_past_the_bound_is_reported_with_its_partition_and_leader() -> None:
+    """A batch for a partition the producer's metadata does not know is what held a commit (and the
+    rebalance after it) in the fault drill; the watchdog must name it. No broker: the producer is
+    never started, so nothing is delivered."""
+    from types import SimpleNamespace
+
+    import aiokafka
+    from aiokafka.structs import TopicPartition as AioTP
+
+    from streams.outbox import Undelivered, undelivered_batches
+
+    async def run() -> tuple[list[Undelivered], list[Undelivered]]:
+        client = aiokafka.AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")
+        builder = client.create_batch()
+        builder.append(key=b"k", value=b"v", timestamp=None)
+        await client._message_accumulator.add_batch(builder, AioTP("t.ledger.events", 3), 30)
+        faust_producer = SimpleNamespace(_producer=client)  # Faust's producer wraps aiokafka's as _producer
+        fresh = undelivered_batches(faust_producer, older_than=10)
+        batch = client._message_accumulator._batches[AioTP("t.ledger.events", 3)][0]
+        batch._ctime -= 25  # as if created 25 s ago
+        return fresh, undelivered_batches(faust_producer, older_than=10)
+
+    fresh, stuck = asyncio.run(run())
+    assert fresh == []
+    assert [(b.topic, b.partition, b.leader) for b in stuck] == [("t.ledger.events", 3, None)]
+    assert 25 <= stuck[0].waited_seconds < 60
+    assert undelivered_batches(object(), older_than=10) == []  # not an aiokafka producer: nothing to say
