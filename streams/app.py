@@ -253,11 +253,12 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
         metrics.UNDELIVERED.set(len(stuck))
         for batch in stuck:
             log.warning(
-                "an output batch for %s[%d] has waited %.0f s to be delivered (the producer's metadata "
+                "an output batch for %s[%d] has waited %.0f s to be delivered (%s; the producer's metadata "
                 "gives its leader as %s); offset commits and the next rebalance wait for it",
                 batch.topic,
                 batch.partition,
                 batch.waited_seconds,
+                batch.state,
                 batch.leader,
             )
 

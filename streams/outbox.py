@@ -117,13 +117,15 @@ async def send_batches(
 
 
 class Undelivered(NamedTuple):
-    """An output batch the producer still holds: for which partition, how long, and what the producer's
-    metadata says of that partition's leader (None: the partition is unknown to it; -1: no leader)."""
+    """An output batch the producer still holds: for which partition, how long, what the producer's
+    metadata says of that partition's leader (None: the partition is unknown to it; -1: no leader),
+    and whether it is still ``queued`` or was ``sent`` and awaits the broker's answer."""
 
     topic: str
     partition: int
     waited_seconds: float
     leader: int | None
+    state: str
 
 
 def undelivered_batches(producer: Any, older_than: float) -> list[Undelivered]:
@@ -136,14 +138,19 @@ def undelivered_batches(producer: Any, older_than: float) -> list[Undelivered]:
     """
     client = getattr(producer, "_producer", None)
     accumulator = getattr(client, "_message_accumulator", None)
-    batches = getattr(accumulator, "_batches", None)
-    if client is None or not isinstance(batches, dict):
+    queued = getattr(accumulator, "_batches", None)
+    sent = getattr(accumulator, "_pending_batches", None)
+    if client is None or not isinstance(queued, dict) or not isinstance(sent, set):
         return []
+    held = [(batch, "queued") for batches in list(queued.values()) for batch in list(batches)]
+    held += [(batch, "sent") for batch in list(sent)]
     cluster = client.client.cluster
     now = time.monotonic()
     found = []
-    for tp, queued in list(batches.items()):
-        created = getattr(queued[0], "_ctime", None) if queued else None
-        if created is not None and now - created > older_than:
-            found.append(Undelivered(tp.topic, tp.partition, now - created, cluster.leader_for_partition(tp)))
+    for batch, state in held:
+        created, tp = getattr(batch, "_ctime", None), getattr(batch, "tp", None)
+        if created is not None and tp is not None and now - created > older_than:
+            found.append(
+                Undelivered(tp.topic, tp.partition, now - created, cluster.leader_for_partition(tp), state)
+            )
     return found

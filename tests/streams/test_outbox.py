@@ -101,10 +101,17 @@ def test_a_batch_held_past_the_bound_is_reported_with_its_partition_and_leader()
         fresh = undelivered_batches(faust_producer, older_than=10)
         batch = client._message_accumulator._batches[AioTP("t.ledger.events", 3)][0]
         batch._ctime -= 25  # as if created 25 s ago
-        return fresh, undelivered_batches(faust_producer, older_than=10)
+        queued = undelivered_batches(faust_producer, older_than=10)
+        client._message_accumulator._pop_batch(AioTP("t.ledger.events", 3))  # what the sender does to send it
+        sent = undelivered_batches(faust_producer, older_than=10)
+        return fresh, queued + sent
 
     fresh, stuck = asyncio.run(run())
     assert fresh == []
-    assert [(b.topic, b.partition, b.leader) for b in stuck] == [("t.ledger.events", 3, None)]
+    assert [b.state for b in stuck] == ["queued", "sent"]
+    stuck = stuck[:1]
+    assert [(b.topic, b.partition, b.leader, b.state) for b in stuck] == [
+        ("t.ledger.events", 3, None, "queued")
+    ]
     assert 25 <= stuck[0].waited_seconds < 60
     assert undelivered_batches(object(), older_than=10) == []  # not an aiokafka producer: nothing to say
