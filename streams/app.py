@@ -9,11 +9,13 @@ Topology (logical topic names; ``settings.kafka.topic(name)`` adds the deploymen
     (timer) deadline check ───────> ledger.intake (DeadlineTick for the tickets this worker owns)
 
 Every agent works the same way (``run_batch``): take up to ``batch_size`` raw records from its
-channel (``streams.take.take_batches``), hand them to the stage (plain Python), send what it returns, wait until the broker
-has every output, write each changed table key once (the reviews agent adds a bounded step of the
-dedupe purge to those writes: ``streams.purge``), then ack the batch. A batch whose processing
-or sending raises is never acked: its offsets are not committed and a restarted worker processes it
-again (at least once; every output carries an id that makes a repeat recognisable).
+channel (``streams.take.take_batches``), hand them to the stage (plain Python), send what it
+returns, wait until the broker has every output, write each changed table key once (the reviews
+agent adds a bounded step of the dedupe purge to those writes: ``streams.purge``), then ack the
+batch. A batch whose processing or sending raises is never acked: its offsets are not committed and
+a restarted worker processes it again (at least once; every output carries an id that makes a repeat
+recognisable). A timer logs any output batch the producer has held for more than 10 s: every offset
+commit waits for them all.
 """
 
 from __future__ import annotations
