@@ -119,7 +119,8 @@ async def send_batches(
 class Undelivered(NamedTuple):
     """An output batch the producer still holds: for which partition, how long, what the producer's
     metadata says of that partition's leader (None: the partition is unknown to it; -1: no leader),
-    and whether it is still ``queued`` or was ``sent`` and awaits the broker's answer."""
+    and whether it is ``queued`` (behind a produce request in flight for its partition, or not) or was
+    ``sent`` and awaits the broker's answer."""
 
     topic: str
     partition: int
@@ -142,7 +143,14 @@ def undelivered_batches(producer: Any, older_than: float) -> list[Undelivered]:
     sent = getattr(accumulator, "_pending_batches", None)
     if client is None or not isinstance(queued, dict) or not isinstance(sent, set):
         return []
-    held = [(batch, "queued") for batches in list(queued.values()) for batch in list(batches)]
+    # A muted partition has a produce request in flight; the sender takes no other batch of it until
+    # that request ends.
+    muted = getattr(getattr(client, "_sender", None), "_muted_partitions", set())
+    held = [
+        (batch, "queued behind a request in flight" if tp in muted else "queued")
+        for tp, batches in list(queued.items())
+        for batch in list(batches)
+    ]
     held += [(batch, "sent") for batch in list(sent)]
     cluster = client.client.cluster
     now = time.monotonic()

@@ -102,13 +102,15 @@ def test_a_batch_held_past_the_bound_is_reported_with_its_partition_and_leader()
         batch = client._message_accumulator._batches[AioTP("t.ledger.events", 3)][0]
         batch._ctime -= 25  # as if created 25 s ago
         queued = undelivered_batches(faust_producer, older_than=10)
+        client._sender._muted_partitions.add(AioTP("t.ledger.events", 3))  # a request for it in flight
+        queued += undelivered_batches(faust_producer, older_than=10)
         client._message_accumulator._pop_batch(AioTP("t.ledger.events", 3))  # what the sender does to send it
         sent = undelivered_batches(faust_producer, older_than=10)
         return fresh, queued + sent
 
     fresh, stuck = asyncio.run(run())
     assert fresh == []
-    assert [b.state for b in stuck] == ["queued", "sent"]
+    assert [b.state for b in stuck] == ["queued", "queued behind a request in flight", "sent"]
     stuck = stuck[:1]
     assert [(b.topic, b.partition, b.leader, b.state) for b in stuck] == [
         ("t.ledger.events", 3, None, "queued")
