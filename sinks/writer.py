@@ -304,7 +304,8 @@ class SinkWriter:
     def _flow_control(self) -> None:
         """Stop fetching partitions whose buffer is full or not yet set up; fetch the others."""
         cap = self.settings.sink.batch_rows
-        full, free = [], []
+        full: list[Any] = []
+        free: list[Any] = []
         for tp in self._assigned_tps():
             buf = self._buffers.get((tp.topic, tp.partition))
             # No buffer yet: its assignment is still looking up the committed offset (_on_assigned).
