@@ -73,12 +73,12 @@ def test_kill_9_the_worker_mid_batch(one_worker: Pipeline) -> None:
     reason="KNOWN RARE FAILURE, open on issues 4 and 7. Fixed so far in streams/transport.py: records dropped, "
     "skipped-but-acknowledged and fetched-but-lost around the rebalance (1-20 ratings in about one run in five "
     "before), and a partition the group never committed counted from its first record seen (13 tickets "
-    "missing once). Still open, about one run in twenty at load 8-15: the survivor stops. Its task dump "
-    "(written at the end of its log when this drill fails) shows the periodic offset commit waiting in "
-    "aiokafka's producer flush for batches the producer never delivers (its sender keeps asking for metadata "
-    "of a partition with no known leader), the rebalance's commit waiting for that one, and the flow stopped; "
-    "nothing wrong is committed and a restart recovers. The worker now logs which partition such a batch is "
-    "for after 10 s (streams.app undelivered_check); the marker comes off when that is understood and fixed.",
+    "missing once). Still open, 3 of 51 runs of the final code: the survivor stops. The task dump (written at "
+    "the end of its log when this drill fails) showed, once, the periodic offset commit waiting in aiokafka's "
+    "producer flush for batches never delivered and the rebalance's commit behind it; twice, the recovery "
+    "after the rebalance waiting for changelog records the fetcher never fetched (the fetcher waiting on an "
+    "event inside Faust's getmany). Nothing wrong is committed and a restart recovers. The worker logs a batch "
+    "held over 10 s (streams.app undelivered_check); the marker comes off when both are understood and fixed.",
 )
 def test_two_workers_and_kill_one(two_workers: Pipeline) -> None:
     two_workers.simulate(rate=RATE, duration=DURATION)
