@@ -73,7 +73,7 @@ def test_kill_9_the_worker_mid_batch(one_worker: Pipeline) -> None:
     reason="KNOWN RARE FAILURE, open on issues 4 and 7. Fixed so far in streams/transport.py: records dropped, "
     "skipped-but-acknowledged and fetched-but-lost around the rebalance (1-20 ratings in about one run in five "
     "before), and a partition the group never committed counted from its first record seen (13 tickets "
-    "missing once). Still open, 3 of 51 runs of the final code: the survivor stops. The task dump (written at "
+    "missing once). Still open, 3 of 52 runs of the final code: the survivor stops. The task dump (written at "
     "the end of its log when this drill fails) showed, once, the periodic offset commit waiting in aiokafka's "
     "producer flush for batches never delivered and the rebalance's commit behind it; twice, the recovery "
     "after the rebalance waiting for changelog records the fetcher never fetched (the fetcher waiting on an "
