@@ -76,8 +76,8 @@ def test_kill_9_the_worker_mid_batch(one_worker: Pipeline) -> None:
     "missing once). Still open, 3 of 52 runs of the final code: the survivor stops. The task dump (written at "
     "the end of its log when this drill fails) showed, once, the periodic offset commit waiting in aiokafka's "
     "producer flush for batches never delivered and the rebalance's commit behind it; twice, the recovery "
-    "after the rebalance waiting for changelog records the fetcher never fetched (the fetcher waiting on an "
-    "event inside Faust's getmany). Nothing wrong is committed and a restart recovers. The worker logs a batch "
+    "after the rebalance waiting for changelog records the fetcher never fetched (the fetcher waiting inside "
+    "Faust's getmany). Nothing wrong is committed and a restart recovers. The worker logs a batch "
     "held over 10 s (streams.app undelivered_check); the marker comes off when both are understood and fixed.",
 )
 def test_two_workers_and_kill_one(two_workers: Pipeline) -> None:
