@@ -115,7 +115,7 @@ class SinkSettings(BaseModel):
     # whatever its size (three views, projections, new parts to merge): 50,000 rather than 20,000 took
     # ClickHouse's CPU per review, merges included, from 41-43 to 21-29 us (docs/clickhouse.md). The writer then
     # holds up to three copies of a batch per partition: 500 MB RSS with 3 partitions instead of 300 MB,
-    # and 540-590 MB since it reads the next batch while one is inserted (docs/sinks.md).
+    # and 540-650 MB since it reads the next batch while one is inserted (docs/sinks.md).
     batch_rows: int = 50_000
     batch_seconds: float = 1.0  # ... or when its oldest record waited this long
     # Topics a person waits for record by record, each with its own time bound in place of batch_seconds:

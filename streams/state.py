@@ -1,10 +1,11 @@
-"""Writing Faust tables from a batch (``noack_take``), one write per key per batch.
+"""Writing Faust tables from a batch (``streams.take.take_batches``), one write per key per batch.
 
 Faust decides the changelog partition of a table write, and RocksDB the partition database, from
-the *current event* (``faust.streams.current_event()``): the event the stream is iterating. A batch
-taken with ``noack_take`` is consumed in a background task, so the agent that handles the batch has
-no current event and a plain ``table[key] = value`` fails with "Cannot modify table key from outside
-of stream iteration" (faust-streaming#497).
+the *current event* (``faust.streams.current_event()``): the event the stream is iterating. The
+agents take their batches from the channel queue without iterating a stream, so the agent that
+handles a batch has no current event and a plain ``table[key] = value`` fails with "Cannot modify
+table key from outside of stream iteration" (faust-streaming#497; Faust's own ``noack_take`` left
+the agent in the same place, its stream being drained in a background task).
 
 Every table here is keyed so that a key lives in the partition of the source record that changes it
 (the dedupe table by unit code + case, the ticket table by ticket id), so the right partition for a
