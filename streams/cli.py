@@ -14,6 +14,15 @@ def register(app: typer.Typer) -> None:
         """Create the topics that are missing, wait until the broker can serve the group, then run a stream
         worker until stopped (Ctrl-C / SIGTERM)."""
         from faust.worker import Worker
+
+        from streams import stacks
+
+        class DumpingWorker(Worker):  # type: ignore[misc]
+            async def _cry(self) -> None:
+                # SIGUSR1 (``kill -USR1 PID``): what every thread, task and async generator waits on,
+                # into the worker's log, the consumer thread and the fetcher's wait included.
+                stacks.dump(self.stderr)
+
         from prometheus_client import start_http_server
 
         from haochaping.settings import Settings
@@ -34,7 +43,7 @@ def register(app: typer.Typer) -> None:
         faust_app = create_app(settings, stages)
         if settings.streams.metrics_port:
             start_http_server(settings.streams.metrics_port, addr=settings.metrics_host)
-        faust_worker = Worker(faust_app, loglevel=loglevel, quiet=True)
+        faust_worker = DumpingWorker(faust_app, loglevel=loglevel, quiet=True)
         # At warning and above Faust installs a terminal spinner that sets the root logger to DEBUG
         # so that it ticks on every record: every debug call of aiokafka and Faust then builds a
         # LogRecord (a tenth of the worker's time in the benchmark). A service needs no spinner.

@@ -305,8 +305,9 @@ class Pipeline:
         return problems
 
     def dump_worker_tasks(self, wait: float = 3.0) -> list[Path]:
-        """Have every live worker write each thread's and each asyncio task's stack, with locals, to its
-        log (the SIGUSR1 handler of Faust's worker, ``mode.utils.logging.cry``); the logs it went to.
+        """Have every live worker write each thread's stack and each asyncio task's and async generator's
+        awaits, with locals, to its log (the worker's SIGUSR1 handler, ``streams.stacks``); the logs it
+        went to.
 
         For a drill whose figures came out wrong: a worker that stopped moving shows what each of its
         agents, its fetcher and its commit is waiting on, which its log lines alone cannot tell.
