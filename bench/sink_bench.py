@@ -42,7 +42,7 @@ from prometheus_client import CollectorRegistry
 
 from haochaping.settings import ClickHouseSettings, KafkaSettings, Settings, SinkSettings
 from sinks.clickhouse import INSERT_SETTINGS, connect
-from sinks.metrics import SinkMetrics
+from sinks.metrics import STEPS, SinkMetrics
 from sinks.schema import Target, migrate
 from sinks.writer import SinkWriter, WriterThread, lanes
 
@@ -228,6 +228,7 @@ def _inserts(client: object, database: str) -> dict[str, int]:
 def steady(args: argparse.Namespace, settings: Settings, client: object) -> None:
     db = settings.clickhouse.database
     metrics = SinkMetrics(CollectorRegistry())
+    metrics.keep_samples()
     writers = lanes(settings, metrics)
     print(
         f"steady: {args.rate:,.0f} reviews/s, {args.bad_share:.0%} bad (a ledger event each), {args.steady:.0f} s; "
@@ -266,6 +267,7 @@ def steady(args: argparse.Namespace, settings: Settings, client: object) -> None
         print(
             f"{table}: {n} batches; repeat check + insert p50 <= {quantile(0.5)} s, p99 <= {quantile(0.99)} s"
         )
+    print_steps(metrics)
     for table, ages in seen.ages.items():
         print(
             f"produced → visible in ClickHouse, {table}: n={len(ages):,} p50 {_quantile(ages, 0.5):.3f} s "
@@ -276,6 +278,20 @@ def steady(args: argparse.Namespace, settings: Settings, client: object) -> None
             f"ClickHouse CPU: {ch_cpu / elapsed:.3f} cores while writing, {ch_cpu_settled:.1f} s in all with the "
             f"merges that followed ({settled:.0f} s) = {ch_cpu_settled / elapsed:.3f} cores over the run"
         )
+
+
+def print_steps(metrics: SinkMetrics) -> None:
+    """Where each table's batches spent their time, step by step (sinks.metrics.STEPS), p50 / p99 / max."""
+    assert metrics.step_samples is not None
+    for table in sorted({t for t, _ in metrics.step_samples}):
+        print(f"where a batch's time goes, {table} (ms, p50 / p99 / max):")
+        for step, meaning in STEPS.items():
+            values = list(metrics.step_samples.get((table, step), ()))
+            if values:
+                print(
+                    f"    {step:<7} n={len(values):<6} {_quantile(values, 0.5) * 1000:7.1f} / "
+                    f"{_quantile(values, 0.99) * 1000:7.1f} / {max(values) * 1000:7.1f}   {meaning}"
+                )
 
 
 def _batch_seconds(metrics: SinkMetrics, table: str) -> tuple[int, Callable[[float], str]]:

@@ -2,7 +2,23 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+# Where a batch's time goes, in the order a batch meets them (docs/sinks.md, "Where a batch's time goes").
+STEPS: dict[str, str] = {
+    "fetch": "from the producer's CreateTime to the writer reading the record (the first of each fetch)",
+    "bound": "from the batch's first record read to the batch being due (its time bound, or full)",
+    "round": "from due to cut: waiting for the previous round of inserts to end",
+    "intent": "committing the batch's start offset with the intent",
+    "queue": "waiting for a free insert thread",
+    "check": "the repeat check (the lookup of the batch's ids in ClickHouse)",
+    "insert": "the insert",
+    "others": "from this batch's insert done to the round's last insert done",
+    "commit": "committing the offset after the batch",
+    "batch": "from the batch's first record read to its offset committed (all of the above but fetch)",
+}
 
 
 class SinkMetrics:
@@ -63,7 +79,29 @@ class SinkMetrics:
             "Partitions not being fetched: buffer full, or ClickHouse down.",
             registry=registry,
         )
+        self.step_seconds = Histogram(
+            "haochaping_sink_step_seconds",
+            "Where a batch's time goes, by step: " + "; ".join(f"{k}: {v}" for k, v in STEPS.items()) + ".",
+            ["table", "step"],
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1, 2, 5, 10, 30),
+            registry=registry,
+        )
+        # The samples themselves, for a benchmark that wants exact quantiles (see :meth:`keep_samples`).
+        self.step_samples: dict[tuple[str, str], deque[float]] | None = None
         self._paused_by_lane: dict[str, int] = {}
+
+    def keep_samples(self, per_step: int = 200_000) -> None:
+        """Also keep the last ``per_step`` step times of each table in memory (bench/sink_bench.py)."""
+        self._per_step = per_step
+        self.step_samples = {}
+
+    def step(self, table: str, step: str, seconds: float) -> None:
+        self.step_seconds.labels(table, step).observe(seconds)
+        if self.step_samples is not None:
+            samples = self.step_samples.get((table, step))
+            if samples is None:
+                samples = self.step_samples[(table, step)] = deque(maxlen=self._per_step)
+            samples.append(seconds)
 
     def set_paused(self, lane: str, partitions: int) -> None:
         """Partitions one writer does not fetch; the gauge shows the sum over the process's writers."""

@@ -67,6 +67,19 @@ class _Outcome:
     batch: Batch
     error: BaseException | None = None
     rejected: tuple[Rejected, ...] = ()
+    # time.monotonic() marks in the insert thread: started, repeat check done, insert done
+    started: float = 0.0
+    checked: float = 0.0
+    inserted: float = 0.0
+
+
+@dataclass
+class _Clock:
+    """When a batch's first record was read and when the batch was cut (metrics: where its time goes)."""
+
+    first_read: float
+    cut: float
+    intent: float = 0.0  # seconds its intent commit took
 
 
 class SinkWriter:
@@ -95,6 +108,7 @@ class SinkWriter:
         self.rows_written: dict[str, int] = dict.fromkeys(self.table_of.values(), 0)
         self._buffers: dict[TP, PartitionBuffer] = {}
         self._pending: dict[TP, Batch] = {}
+        self._clocks: dict[TP, _Clock] = {}
         self._attempt = 0
         self._retry_at = 0.0
         self._stop = asyncio.Event()
@@ -262,10 +276,15 @@ class SinkWriter:
                 )
                 data = await consumer.getmany(timeout_ms=timeout, max_records=s.batch_rows)
                 now = time.monotonic()
+                wall = time.time()
                 for tp, messages in data.items():
                     buf = self._buffers.get((tp.topic, tp.partition))
                     if buf is None:
                         continue
+                    if messages and messages[0].timestamp_type == 0:  # CreateTime, set by the producer
+                        self.metrics.step(
+                            self.table_of[tp.topic], "fetch", max(0.0, wall - messages[0].timestamp / 1000)
+                        )
                     for m in messages:
                         if m.value:  # a tombstone carries nothing to write
                             buf.add(m.offset, m.value, now)
@@ -275,10 +294,16 @@ class SinkWriter:
                 ready: dict[TP, Batch] = {}
                 for key, buf in self._buffers.items():
                     if buf.ready(now, s.batch_rows, self.max_age[buf.topic]):
+                        first_read = buf.first_added_at if buf.first_added_at is not None else now
                         batch = buf.cut(now, s.batch_rows)
                         if batch is not None:
                             ready[key] = batch
+                            self._clocks[key] = _Clock(first_read, now)
+                committing = time.monotonic()
                 if ready and await self._commit_intents(ready):
+                    took = time.monotonic() - committing
+                    for key in ready:
+                        self._clocks[key].intent = took
                     self._pending = ready
                     writing = asyncio.create_task(self._write_pending(), name=f"sink-insert-{self.lane}")
         finally:
@@ -352,9 +377,11 @@ class SinkWriter:
         loop = asyncio.get_running_loop()
         # The pool starts the batches in this order: the topics with the shortest bound go first.
         batches = sorted(self._pending.items(), key=lambda kb: self.max_age[kb[1].topic])
+        submitted = time.monotonic()
         outcomes: list[_Outcome] = await asyncio.gather(
             *(loop.run_in_executor(self._pool, self._write_batch, b) for _, b in batches)
         )
+        gathered = time.monotonic()
         done: dict[TP, _Outcome] = {}
         failed: list[_Outcome] = []
         for (key, _), outcome in zip(batches, outcomes, strict=True):
@@ -378,6 +405,7 @@ class SinkWriter:
                 log.warning(
                     "inserted, but could not commit the offsets (%r); the repeat will be dropped", exc
                 )
+            self._observe_steps(done, submitted, gathered, time.monotonic())
             for key, o in done.items():
                 self._pending.pop(key, None)
                 buf = self._buffers.get(key)
@@ -404,14 +432,42 @@ class SinkWriter:
             self._attempt = 0
             self.metrics.clickhouse_up.set(1)
 
+    def _observe_steps(
+        self, done: dict[TP, _Outcome], submitted: float, gathered: float, committed: float
+    ) -> None:
+        """Where each written batch's time went (metrics.STEPS). A batch retried after a failure is told by
+        its last try, and its ``batch`` time holds the tries before."""
+        for key, o in done.items():
+            clock = self._clocks.pop(key, None)
+            if clock is None or o.started == 0.0:
+                continue
+            table = self.table_of[o.batch.topic]
+            age = clock.cut - clock.first_read
+            max_age = self.max_age[o.batch.topic]
+            for step, seconds in (
+                ("bound", min(age, max_age)),
+                ("round", max(0.0, age - max_age)),
+                ("intent", clock.intent),
+                ("queue", max(0.0, o.started - submitted)),
+                ("check", o.checked - o.started),
+                ("insert", o.inserted - o.checked),
+                ("others", max(0.0, gathered - o.inserted)),
+                ("commit", committed - gathered),
+                ("batch", committed - clock.first_read),
+            ):
+                self.metrics.step(table, step, seconds)
+
     # -- inserting (in the pool's threads) ----------------------------------------------------------
 
     def _write_batch(self, batch: Batch) -> _Outcome:
         table = self.table_of[batch.topic]
         started = time.perf_counter()
+        began = time.monotonic()
+        checked = 0.0
         try:
             client = self._clients.get()
             fresh, repeats = self._without_repeats(client, table, batch)
+            checked = time.monotonic()
             rejected = (
                 self._insert_or_split(client, table, fresh, 0, len(fresh), fresh.token) if len(fresh) else []
             )
@@ -433,7 +489,9 @@ class SinkWriter:
         self.metrics.rows.labels(table).inc(rows)
         with _counter_lock:
             self.rows_written[table] = self.rows_written.get(table, 0) + rows
-        return _Outcome(batch, rejected=tuple(rejected))
+        return _Outcome(
+            batch, rejected=tuple(rejected), started=began, checked=checked, inserted=time.monotonic()
+        )
 
     def _without_repeats(self, client: Any, table: str, batch: Batch) -> tuple[Batch, int]:
         """The batch less the records another batch wrote already and the later copies within it.
