@@ -1,8 +1,9 @@
-"""What a stuck worker is waiting on: every thread's stack, every asyncio task of every event loop
-(the consumer thread's included), and every suspended async generator, each down to the future it
-waits on, with the locals of each frame.
+"""What a stuck process is waiting on: every thread's stack, every asyncio task of every event loop
+(a worker's consumer thread's included), and every suspended async generator, each down to the future
+it waits on, with the locals of each frame.
 
-The worker writes this to its log on SIGUSR1 (``streams.cli``). Faust's own handler
+The stream worker and the sink write this to their logs on SIGUSR1 (``kill -USR1 PID``; ``streams.cli``,
+``sinks.cli``). Faust's own handler
 (``mode.utils.logging.cry``) shows the main loop's tasks only, and stops at an ``async for``: the
 fetcher's wait inside Faust's ``getmany`` async generator, and the consumer thread's tasks where
 aiokafka fetches, were not in it when a worker stopped in the fault drills.

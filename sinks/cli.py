@@ -45,7 +45,9 @@ def sink(ctx: typer.Context) -> None:
     import asyncio
     import logging
     import signal
+    import sys
 
+    from haochaping import taskdump
     from haochaping.settings import Settings
     from sinks.clickhouse import connect
     from sinks.schema import Target
@@ -75,6 +77,8 @@ def sink(ctx: typer.Context) -> None:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
+        # ``kill -USR1 PID``: what each lane's loop, insert and commit waits on, into the log.
+        loop.add_signal_handler(signal.SIGUSR1, taskdump.dump, sys.stderr)
         await run_lanes(writers)
 
     asyncio.run(main())

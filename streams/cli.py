@@ -15,13 +15,13 @@ def register(app: typer.Typer) -> None:
         worker until stopped (Ctrl-C / SIGTERM)."""
         from faust.worker import Worker
 
-        from streams import stacks
+        from haochaping import taskdump
 
         class DumpingWorker(Worker):  # type: ignore[misc]
             async def _cry(self) -> None:
                 # SIGUSR1 (``kill -USR1 PID``): what every thread, task and async generator waits on,
                 # into the worker's log, the consumer thread and the fetcher's wait included.
-                stacks.dump(self.stderr)
+                taskdump.dump(self.stderr)
 
         from prometheus_client import start_http_server
 

@@ -8,7 +8,7 @@ import io
 import threading
 from collections.abc import AsyncIterator
 
-from streams import stacks
+from haochaping import taskdump
 
 
 async def records(never: asyncio.Future[None]) -> AsyncIterator[int]:
@@ -43,7 +43,7 @@ def test_dump_reaches_into_async_generators_and_other_threads_loops() -> None:
         task = asyncio.create_task(drain(never), name="fetcher-like")
         await asyncio.sleep(0.01)
         out = io.StringIO()
-        stacks.dump(out)
+        taskdump.dump(out)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         return out.getvalue()

@@ -251,6 +251,49 @@ class Pipeline:
             client.close()
         return int(rows), int(distinct)
 
+    def lag(self) -> dict[str, tuple[int, dict[str, dict[int, int]]]]:
+        """Where the records stopped: per topic, the records in its log and, for the worker group and
+        the sink group where they committed on it, per partition the records not yet committed. A worker
+        that stopped leaves lag on ``reviews.raw``; a sink that stopped, on ``reviews.accepted`` or
+        ``ledger.events``."""
+        from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+        from haochaping.topics import topic_names
+        from streams.app import app_id_for
+
+        k = self.settings.kafka
+        groups = {"worker": app_id_for(self.settings), "sink": self.settings.sink.group_id}
+        admin = KafkaAdminClient(bootstrap_servers=k.bootstrap_servers, request_timeout_ms=10000)
+        consumer = KafkaConsumer(bootstrap_servers=k.bootstrap_servers, request_timeout_ms=10000)
+        try:
+            out = {}
+            by_group = admin.list_group_offsets(list(groups.values()))
+            committed = {
+                role: {tp: om.offset for tp, om in by_group.get(group, {}).items()}
+                for role, group in groups.items()
+            }
+            for name, topic in topic_names(k).items():
+                tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+                ends = consumer.end_offsets(tps)
+                lags = {
+                    role: {tp.partition: ends[tp] - max(0, offsets.get(tp, 0)) for tp in tps}
+                    for role, offsets in committed.items()
+                    if any(tp in offsets for tp in tps)
+                }
+                out[name] = (sum(ends.values()), lags)
+            return out
+        finally:
+            consumer.close()
+            admin.close()
+
+    def lag_report(self) -> str:
+        lines = []
+        for name, (in_log, lags) in self.lag().items():
+            parts = [f"{name}: {in_log} in the log"]
+            parts += [f"{role} group lag {sum(lag.values())} {lag}" for role, lag in lags.items()]
+            lines.append("; ".join(parts))
+        return "\n".join(lines)
+
     # -- the verdict ----------------------------------------------------------------------------
 
     def truth(self) -> list[dict[str, Any]]:
@@ -304,19 +347,19 @@ class Pipeline:
             )
         return problems
 
-    def dump_worker_tasks(self, wait: float = 3.0) -> list[Path]:
-        """Have every live worker write each thread's stack and each asyncio task's and async generator's
-        awaits, with locals, to its log (the worker's SIGUSR1 handler, ``streams.stacks``); the logs it
-        went to.
+    def dump_tasks(self, wait: float = 3.0) -> list[Path]:
+        """Have every live worker and the sink write each thread's stack and each asyncio task's and
+        async generator's awaits, with locals, to its log (their SIGUSR1 handler,
+        ``haochaping.taskdump``); the logs it went to.
 
-        For a drill whose figures came out wrong: a worker that stopped moving shows what each of its
-        agents, its fetcher and its commit is waiting on, which its log lines alone cannot tell.
+        For a drill whose figures came out wrong: a process that stopped moving shows what each of its
+        agents or lanes, its fetcher and its commit is waiting on, which its log lines alone cannot tell.
         """
         written = []
-        for worker in self.workers:
-            if worker.running() and worker.pid is not None:
-                os.kill(worker.pid, signal.SIGUSR1)
-                written.append(worker.log_path)
+        for service in [*self.workers, self.sink]:
+            if service is not None and service.running() and service.pid is not None:
+                os.kill(service.pid, signal.SIGUSR1)
+                written.append(service.log_path)
         if written:
             time.sleep(wait)
         return written
