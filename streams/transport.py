@@ -51,6 +51,13 @@ a transport class). Everything not named below is Faust's own driver, unchanged.
    :class:`ConsumerThread` builds the aiokafka consumer with ``streams.fetch_max_wait_ms`` (read from
    the app's config attribute :data:`FETCH_MAX_WAIT_ATTR`).
 
+6. **A seek runs on the consumer thread.** aiokafka's client lives on the consumer thread's event loop,
+   but Faust's driver seeks it from the worker's own thread (``AIOKafkaConsumerThread.seek``): the
+   seek resolves futures of the other loop from outside it (no wake-up of that loop, and a position
+   changed under a fetch in progress). Faust's own paths seek through the thread (``seek_wait``);
+   the agents' re-fetch of point 3 seeks through :meth:`Consumer.seek`, which here goes through
+   ``call_thread`` as well.
+
 (An earlier version awaited each record's callback directly, whether it had to wait or not: no
 rebalance could interrupt a hand-off blocked on a full buffer, and it was withdrawn. Point 4 awaits
 directly only what has already finished.)
@@ -86,6 +93,10 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # started yet here, so this is the value every fetch request will carry.
         consumer._fetch_max_wait_ms = fetch_max_wait_ms(self.app)
         return consumer
+
+    async def seek_in_thread(self, tp: TP, offset: int) -> None:
+        """The client's seek, run on this thread's event loop (point 6): ``call_thread`` it."""
+        self._ensure_consumer().seek(tp, offset)
 
 
 class NoReadPositions(dict[TP, int | None]):
@@ -282,6 +293,12 @@ class Consumer(faust_aiokafka.Consumer):
             if lowest > committed:
                 return None
         return super()._new_offset(tp)
+
+    async def _seek(self, partition: TP, offset: int) -> None:
+        """Point 6 of the module docstring: the seek runs on the consumer thread's loop."""
+        thread = self._thread
+        assert isinstance(thread, ConsumerThread)
+        await thread.call_thread(thread.seek_in_thread, partition, offset)
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)

@@ -367,3 +367,30 @@ def test_a_partition_the_group_never_committed_is_counted_from_the_start_of_its_
     assert asked == [(topic, 1)]  # only the source partition with no committed offset
     assert next_offset[(topic, 0)] == 7
     assert holes == {(topic, 1): (40, 45)}
+
+
+def test_a_seek_runs_on_the_consumer_threads_loop(
+    kafka_stack: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """aiokafka's client belongs to the consumer thread's event loop: the agents' re-fetch (point 3) seeks
+    it through that thread (point 6), not from the worker's own thread as Faust's driver did."""
+    import threading
+
+    from faust.types import TP
+
+    async def seek_threads() -> tuple[list[str], str, str]:
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        thread = app.consumer._thread
+        await thread.start()
+        try:
+            client = thread._ensure_consumer()
+            seen: list[str] = []
+            client.seek = lambda tp, offset: seen.append(threading.current_thread().name)
+            await app.consumer.seek(TP(settings.kafka.topic("reviews.raw"), 0), 5)
+            return seen, threading.current_thread().name, thread._thread.name
+        finally:
+            await thread.stop()
+
+    seen, caller, consumer_thread = asyncio.run(seek_threads())
+    assert seen == [consumer_thread]
+    assert consumer_thread != caller
