@@ -238,7 +238,7 @@ def steady(args: argparse.Namespace, settings: Settings, client: object) -> None
     )
     produced: list[tuple[int, int]] = []
     seen = Visibility(settings.clickhouse)
-    with WriterThread(writers), seen:
+    with WriterThread(writers) as writing, seen:
         time.sleep(3)  # the group forms before the clock starts
         t0 = time.perf_counter()
         # Only ClickHouse's CPU: the producer runs in this process beside the writers.
@@ -251,6 +251,8 @@ def steady(args: argparse.Namespace, settings: Settings, client: object) -> None
         n_reviews, n_events = produced[0]
         tables = {f"{db}.reviews": n_reviews, f"{db}.ticket_events": n_events}
         while any(sum(w.rows_written.get(t, 0) for w in writers) < n for t, n in tables.items()):
+            if not writing.is_alive():
+                break  # the writer failed: leaving the block raises its error
             time.sleep(0.05)
         elapsed = time.perf_counter() - t0
         ch_cpu = _cpu_seconds(args.clickhouse_pid) - ch_cpu0
@@ -397,7 +399,13 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=300_000)
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--batch-rows", type=int, default=SinkSettings().batch_rows)
-    ap.add_argument("--insert-threads", type=int, default=2)
+    ap.add_argument("--insert-threads", type=int, default=SinkSettings().insert_threads)
+    ap.add_argument(
+        "--latency-insert-threads",
+        type=int,
+        default=SinkSettings().latency_insert_threads,
+        help="sink.latency_insert_threads: concurrent inserts of the latency lane (--steady)",
+    )
     ap.add_argument(
         "--insert-setting",
         action="append",
@@ -450,6 +458,7 @@ def run(args: argparse.Namespace) -> None:
             **({} if args.latency_topics is None else {"latency_topics": args.latency_topics}),
             group_id=f"bench-{tag}",
             insert_threads=args.insert_threads,
+            latency_insert_threads=args.latency_insert_threads,
             metrics_port=0,
         ),
     )

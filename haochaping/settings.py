@@ -129,6 +129,9 @@ class SinkSettings(BaseModel):
     raw_review_ttl_days: int = 0  # 0 keeps raw reviews forever
     group_id: str = "haochaping-sink"
     insert_threads: int = 2  # concurrent inserts (one ClickHouse client each); 1 for chdb://
+    # ... and of the latency lane (`haochaping sink`): one insert per partition of its topics at once, so
+    # that a ledger event's batch never queues behind another partition's (its inserts are small).
+    latency_insert_threads: int = 4
     max_backoff_seconds: float = 30.0  # longest wait between insert attempts while ClickHouse is down
     metrics_port: int = 9108  # Prometheus /metrics of `haochaping sink`; 0 turns it off
     session_timeout_ms: int = 10_000

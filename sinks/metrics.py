@@ -10,13 +10,13 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 STEPS: dict[str, str] = {
     "fetch": "from the producer's CreateTime to the writer reading the record (the first of each fetch)",
     "bound": "from the batch's first record read to the batch being due (its time bound, or full)",
-    "round": "from due to cut: waiting for the previous round of inserts to end",
-    "intent": "committing the batch's start offset with the intent",
+    "wait": "from due to cut: the partition's previous batch still being written",
+    "intent": "committing the batch's start offset with the intent (with other partitions' commits)",
     "queue": "waiting for a free insert thread",
     "check": "the repeat check (the lookup of the batch's ids in ClickHouse)",
     "insert": "the insert",
-    "others": "from this batch's insert done to the round's last insert done",
-    "commit": "committing the offset after the batch",
+    "handoff": "from the insert done to the writer's loop taking up the result",
+    "commit": "committing the offset after the batch (with other partitions' intents and commits)",
     "batch": "from the batch's first record read to its offset committed (all of the above but fetch)",
 }
 

@@ -63,6 +63,17 @@ class Rejected:
 
 
 @dataclass
+class _Clock:
+    """When a batch's first record was read and when the batch was cut (metrics: where its time goes)."""
+
+    first_read: float
+    cut: float
+    intent: float = 0.0  # seconds its intent commit took
+    submitted: float = 0.0  # handed to the insert threads
+    reaped: float = 0.0  # its result taken up by the loop
+
+
+@dataclass
 class _Outcome:
     batch: Batch
     error: BaseException | None = None
@@ -71,15 +82,7 @@ class _Outcome:
     started: float = 0.0
     checked: float = 0.0
     inserted: float = 0.0
-
-
-@dataclass
-class _Clock:
-    """When a batch's first record was read and when the batch was cut (metrics: where its time goes)."""
-
-    first_read: float
-    cut: float
-    intent: float = 0.0  # seconds its intent commit took
+    clock: _Clock | None = None  # the batch's times before the insert (set when the loop takes it up)
 
 
 class SinkWriter:
@@ -92,6 +95,7 @@ class SinkWriter:
         metrics: SinkMetrics | None = None,
         topics: Sequence[str] = tuple(TABLE_OF_TOPIC),
         lane: str = "",
+        insert_threads: int | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or SinkMetrics()
@@ -109,11 +113,20 @@ class SinkWriter:
         self._buffers: dict[TP, PartitionBuffer] = {}
         self._pending: dict[TP, Batch] = {}
         self._clocks: dict[TP, _Clock] = {}
+        # Each partition's batch is inserted on its own (an insert thread each, up to the pool's size), so a
+        # partition whose batch is due starts it at once instead of waiting for a round of the other
+        # partitions' inserts to end; the loop keeps reading meanwhile, so a record that arrives during an
+        # insert starts its time bound on arrival. A partition has one batch in flight at a time.
+        self._writing: dict[TP, asyncio.Future[_Outcome]] = {}
+        self._retrying: set[TP] = set()  # pending batches whose insert failed: retried after the backoff
+        self._tasks: set[asyncio.Task[None]] = set()
         self._attempt = 0
         self._retry_at = 0.0
         self._stop = asyncio.Event()
         self._failed: BaseException | None = None
-        threads = 1 if settings.clickhouse.url.startswith("chdb://") else max(1, settings.sink.insert_threads)
+        threads = max(1, settings.sink.insert_threads if insert_threads is None else insert_threads)
+        if settings.clickhouse.url.startswith("chdb://"):
+            threads = 1
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sink-insert")
         self._clients = ClientPerThread(settings.clickhouse)
         self._consumer: Any = None
@@ -186,6 +199,8 @@ class SinkWriter:
             key = (tp.topic, tp.partition)
             self._buffers.pop(key, None)
             self._pending.pop(key, None)
+            self._retrying.discard(key)
+            self._clocks.pop(key, None)
 
     async def _on_assigned(self, assigned: Any) -> None:
         tps = list(assigned)
@@ -218,6 +233,7 @@ class SinkWriter:
                     )
             self._buffers[key] = buf
             self._pending.pop(key, None)
+            self._retrying.discard(key)
 
     async def _committed(self, tps: list[Any]) -> dict[Any, Any] | None:
         """The group's committed offsets and intents of ``tps``, or None after :attr:`_failed` is set.
@@ -251,30 +267,40 @@ class SinkWriter:
     async def _loop(self) -> None:
         s = self.settings.sink
         consumer = self._consumer
-        # The batches being inserted, as a task: the loop keeps reading meanwhile, so a record that arrives
-        # during an insert starts its time bound when it arrives, not when the insert is over (before, a
-        # review waited an insert round, then its second, then the next round: p50 1.2-3.0 s for a 1 s bound).
-        writing: asyncio.Task[None] | None = None
         try:
             while not self._stop.is_set():
-                if writing is not None and writing.done():
-                    await writing  # an unexpected error ends the writer, as it did inline
-                    writing = None
+                self._raise_from_tasks()
                 now = time.monotonic()
-                if self._pending and writing is None:  # failed batches, waiting for their next attempt
+                if self._retrying:  # failed batches, waiting for their next attempt
+                    # No new batch until the ones in flight are back; then every failed batch is retried
+                    # together, with backoff, every partition paused (bounded memory), as before.
+                    self._pause_all()
+                    if self._writing:
+                        await asyncio.wait(list(self._writing.values()), timeout=0.2)
+                        await self._commit(self._reap(), {})
+                        continue
                     if now < self._retry_at:
                         # Polling with every partition paused fetches nothing but keeps us in the group.
-                        self._pause_all()
                         await consumer.getmany(timeout_ms=int(min(200.0, (self._retry_at - now) * 1000)) + 1)
                         continue
+                    self._retrying.clear()
                     await self._write_pending()
+                    await self._commit(self._reap(), {})
+                    if not self._retrying:
+                        self._attempt = 0
+                        self.metrics.clickhouse_up.set(1)
                     continue
                 self._flow_control()
-                # While an insert runs, wake up often enough to cut the next batches soon after it ends.
-                timeout = (
-                    self._poll_timeout_ms(now) if writing is None else min(20, self._poll_timeout_ms(now))
-                )
-                data = await consumer.getmany(timeout_ms=timeout, max_records=s.batch_rows)
+                timeout_ms = self._poll_timeout_ms(now)
+                if self._writing or self._tasks:
+                    # Wake when an insert ends (its partition's next batch can start at once) or to read.
+                    await asyncio.wait(
+                        [*self._writing.values(), *self._tasks],
+                        timeout=min(20, timeout_ms) / 1000,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    timeout_ms = 0  # what the fetcher holds already
+                data = await consumer.getmany(timeout_ms=timeout_ms, max_records=s.batch_rows)
                 now = time.monotonic()
                 wall = time.time()
                 for tp, messages in data.items():
@@ -289,32 +315,122 @@ class SinkWriter:
                         if m.value:  # a tombstone carries nothing to write
                             buf.add(m.offset, m.value, now)
                 self._update_lag()
-                if writing is not None:
-                    continue  # one round of inserts at a time: its batches and intents stay as they are
+                written = self._reap()
                 ready: dict[TP, Batch] = {}
-                for key, buf in self._buffers.items():
-                    if buf.ready(now, s.batch_rows, self.max_age[buf.topic]):
-                        first_read = buf.first_added_at if buf.first_added_at is not None else now
-                        batch = buf.cut(now, s.batch_rows)
-                        if batch is not None:
-                            ready[key] = batch
-                            self._clocks[key] = _Clock(first_read, now)
-                committing = time.monotonic()
-                if ready and await self._commit_intents(ready):
-                    took = time.monotonic() - committing
-                    for key in ready:
-                        self._clocks[key].intent = took
-                    self._pending = ready
-                    writing = asyncio.create_task(self._write_pending(), name=f"sink-insert-{self.lane}")
+                if not self._retrying:
+                    for key, buf in self._buffers.items():
+                        if key in self._pending or key in self._writing:
+                            continue  # one batch in flight per partition
+                        if buf.ready(now, s.batch_rows, self.max_age[buf.topic]):
+                            first_read = buf.first_added_at if buf.first_added_at is not None else now
+                            batch = buf.cut(now, s.batch_rows)
+                            if batch is not None:
+                                ready[key] = batch
+                                self._clocks[key] = _Clock(first_read, now)
+                await self._commit(written, ready)
         finally:
-            if writing is not None and not writing.done():
-                # Stopping: let the round finish and commit, so the next owner need not redo it.
-                await asyncio.wait([writing])
+            if self._writing or self._tasks:
+                # Stopping: let the inserts finish and commit them, so the next owner need not redo them.
+                await asyncio.wait([*self._writing.values(), *self._tasks])
+                try:
+                    await self._commit(self._reap(), {})
+                except Exception as exc:  # stopping anyway; the intents make the next owner redo them
+                    log.warning("stopping: could not commit the last batches written (%r)", exc)
+
+    def _raise_from_tasks(self) -> None:
+        """An insert task that raised (not an insert that failed: _write_batch returns those) ends the writer."""
+        for task in [t for t in self._tasks if t.done()]:
+            self._tasks.discard(task)
+            task.result()
+
+    def _reap(self) -> dict[TP, _Outcome]:
+        """Take the finished inserts out of ``_writing``: the batches written (to commit), in their buffers
+        as written; a failed one stays pending for its retry, and sets the backoff."""
+        written: dict[TP, _Outcome] = {}
+        errors: list[BaseException] = []
+        reaped = time.monotonic()
+        for key, future in list(self._writing.items()):
+            if not future.done():
+                continue
+            del self._writing[key]
+            outcome = future.result()  # _write_batch returns its errors; anything raised ends the writer
+            if self._pending.get(key) is not outcome.batch:
+                continue  # revoked while it was written: the new owner finishes it
+            if outcome.error is not None:
+                self._retrying.add(key)
+                errors.append(outcome.error)
+                continue
+            del self._pending[key]
+            buf = self._buffers.get(key)
+            if buf is not None:
+                buf.written(outcome.batch)
+            outcome.clock = self._clocks.pop(key, None)
+            if outcome.clock is not None:
+                outcome.clock.reaped = reaped
+            written[key] = outcome
+        if errors:
+            self._back_off(errors[0])
+        elif written and not self._attempt:
+            self.metrics.clickhouse_up.set(1)
+        return written
+
+    async def _commit(self, written: dict[TP, _Outcome], ready: dict[TP, Batch]) -> None:
+        """One offset commit for both: the batches ``written`` (their next offset) and the batches
+        ``ready`` to be written (their start offset with the intent); then start the inserts of ``ready``.
+
+        A partition in both commits its new batch's start with its intent, which is the offset after the
+        batch just written: one commit says both. A failed commit leaves the written batches' intents in
+        Kafka (a redo of them is dropped by ClickHouse) and the ready ones unstarted, read again.
+        """
+        from aiokafka import TopicPartition
+        from aiokafka.errors import KafkaError
+
+        for outcome in written.values():
+            if outcome.rejected:  # before the offset moves past them
+                await self._dead_letter(outcome.batch, outcome.rejected)
+        offsets: dict[TopicPartition, int | tuple[int, str]] = {
+            TopicPartition(*key): o.batch.next_offset for key, o in written.items() if key not in ready
+        }
+        offsets.update({TopicPartition(*key): (b.start, encode_intent(b.last)) for key, b in ready.items()})
+        if not offsets:
+            return
+        committing = time.monotonic()
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:
+            if written:
+                # The rows are in ClickHouse; whoever owns the partition now redoes the batch under its
+                # intent and ClickHouse drops the repeat.
+                log.warning(
+                    "inserted, but could not commit the offsets (%r); the repeat will be dropped", exc
+                )
+            if ready:
+                # Lost the partitions (rebalance) or the coordinator: nothing of these was inserted; the
+                # next owner, or we after the rejoin, read them again.
+                log.warning(
+                    "could not record the batches about to be written (%r); they will be read again", exc
+                )
+                for key in ready:
+                    self._clocks.pop(key, None)
+                    buf = self._buffers.get(key)
+                    if buf is not None:
+                        buf.reset(buf.start, buf.bound)
+                        self._consumer.seek(TopicPartition(*key), buf.start)
+            return
+        committed = time.monotonic()
+        for outcome in written.values():
+            self._observe_steps(outcome, committed - committing, committed)
+        if ready:
+            for key, batch in ready.items():
+                self._clocks[key].intent = committed - committing
+                self._pending[key] = batch
+            self._tasks.add(asyncio.create_task(self._write_pending(), name=f"sink-insert-{self.lane}"))
 
     def _poll_timeout_ms(self, now: float) -> int:
+        """Until the next batch of a partition that can start one is due (at most the shortest bound)."""
         wait = min(self.max_age.values())
-        for buf in self._buffers.values():
-            if buf.first_added_at is not None:
+        for key, buf in self._buffers.items():
+            if buf.first_added_at is not None and key not in self._pending and key not in self._writing:
                 wait = min(wait, buf.first_added_at + self.max_age[buf.topic] - now)
         return max(1, int(wait * 1000))
 
@@ -351,111 +467,62 @@ class SinkWriter:
             if high is not None:
                 self.metrics.lag.labels(topic, str(partition)).set(max(0, high - buf.start))
 
-    async def _commit_intents(self, ready: dict[TP, Batch]) -> bool:
-        from aiokafka import TopicPartition
-        from aiokafka.errors import KafkaError
-
-        offsets = {TopicPartition(t, p): (b.start, encode_intent(b.last)) for (t, p), b in ready.items()}
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:
-            # Lost the partitions (rebalance) or the coordinator: nothing was inserted; the next owner,
-            # or we after the rejoin, read these records again.
-            log.warning("could not record the batches about to be written (%r); they will be read again", exc)
-            for key in ready:
-                buf = self._buffers.get(key)
-                if buf is not None:
-                    buf.reset(buf.start, buf.bound)
-                    self._consumer.seek(TopicPartition(*key), buf.start)
-            return False
-        return True
-
     async def _write_pending(self) -> None:
-        from aiokafka import TopicPartition
-        from aiokafka.errors import KafkaError
-
+        """Start the insert of each pending batch not being inserted yet (an insert thread each, as far as
+        the pool allows; the topics with the shortest bound first), and wait for them. The loop takes each
+        one up as soon as it ends (:meth:`_reap`), whatever the others do. Batches that failed wait for
+        their retry, which the loop starts by emptying ``_retrying``."""
         loop = asyncio.get_running_loop()
-        # The pool starts the batches in this order: the topics with the shortest bound go first.
-        batches = sorted(self._pending.items(), key=lambda kb: self.max_age[kb[1].topic])
-        submitted = time.monotonic()
-        outcomes: list[_Outcome] = await asyncio.gather(
-            *(loop.run_in_executor(self._pool, self._write_batch, b) for _, b in batches)
-        )
-        gathered = time.monotonic()
-        done: dict[TP, _Outcome] = {}
-        failed: list[_Outcome] = []
-        for (key, _), outcome in zip(batches, outcomes, strict=True):
-            if self._pending.get(key) is not outcome.batch:
-                continue  # revoked while it was written: the new owner finishes it
-            if outcome.error is None:
-                done[key] = outcome
-            else:
-                failed.append(outcome)
-        for outcome in done.values():
-            if outcome.rejected:
-                await self._dead_letter(outcome.batch, outcome.rejected)
-        if done:
-            try:
-                await self._consumer.commit(
-                    {TopicPartition(*key): o.batch.next_offset for key, o in done.items()}
-                )
-            except KafkaError as exc:
-                # The rows are in ClickHouse; whoever owns the partition now redoes the batch under its
-                # intent and ClickHouse drops the repeat.
-                log.warning(
-                    "inserted, but could not commit the offsets (%r); the repeat will be dropped", exc
-                )
-            self._observe_steps(done, submitted, gathered, time.monotonic())
-            for key, o in done.items():
-                self._pending.pop(key, None)
-                buf = self._buffers.get(key)
-                if buf is not None:
-                    buf.written(o.batch)
-        if self._pending:
-            self._attempt += 1
-            delay = min(self.settings.sink.max_backoff_seconds, 0.2 * 2 ** min(self._attempt, 16))
-            delay *= random.uniform(
-                0.5, 1.0
-            )  # jitter: several writers don't hammer a recovering server together
-            self._retry_at = time.monotonic() + delay
-            self.metrics.clickhouse_up.set(0)
-            first = failed[0].error if failed else None
-            log.warning(
-                "ClickHouse insert failed (attempt %d, %d batch(es) pending, next try in %.1fs): %s",
-                self._attempt,
-                len(self._pending),
-                delay,
-                first,
-            )
-            self._pause_all()
-        else:
-            self._attempt = 0
-            self.metrics.clickhouse_up.set(1)
-
-    def _observe_steps(
-        self, done: dict[TP, _Outcome], submitted: float, gathered: float, committed: float
-    ) -> None:
-        """Where each written batch's time went (metrics.STEPS). A batch retried after a failure is told by
-        its last try, and its ``batch`` time holds the tries before."""
-        for key, o in done.items():
-            clock = self._clocks.pop(key, None)
-            if clock is None or o.started == 0.0:
+        now = time.monotonic()
+        started: list[asyncio.Future[_Outcome]] = []
+        for key, batch in sorted(self._pending.items(), key=lambda kb: self.max_age[kb[1].topic]):
+            if key in self._writing or key in self._retrying:
                 continue
-            table = self.table_of[o.batch.topic]
-            age = clock.cut - clock.first_read
-            max_age = self.max_age[o.batch.topic]
-            for step, seconds in (
-                ("bound", min(age, max_age)),
-                ("round", max(0.0, age - max_age)),
-                ("intent", clock.intent),
-                ("queue", max(0.0, o.started - submitted)),
-                ("check", o.checked - o.started),
-                ("insert", o.inserted - o.checked),
-                ("others", max(0.0, gathered - o.inserted)),
-                ("commit", committed - gathered),
-                ("batch", committed - clock.first_read),
-            ):
-                self.metrics.step(table, step, seconds)
+            clock = self._clocks.get(key)
+            if clock is not None:
+                clock.submitted = now
+            self._writing[key] = loop.run_in_executor(self._pool, self._write_batch, batch)
+            started.append(self._writing[key])
+        if started:
+            await asyncio.wait(started)
+
+    def _back_off(self, first_error: BaseException) -> None:
+        """An insert failed: wait before the next attempt (exponential, with jitter), every partition paused."""
+        self._attempt += 1
+        delay = min(self.settings.sink.max_backoff_seconds, 0.2 * 2 ** min(self._attempt, 16))
+        delay *= random.uniform(0.5, 1.0)  # jitter: several writers don't hammer a recovering server together
+        self._retry_at = time.monotonic() + delay
+        self.metrics.clickhouse_up.set(0)
+        log.warning(
+            "ClickHouse insert failed (attempt %d, %d batch(es) pending, next try in %.1fs): %s",
+            self._attempt,
+            len(self._pending),
+            delay,
+            first_error,
+        )
+        self._pause_all()
+
+    def _observe_steps(self, o: _Outcome, commit_seconds: float, committed: float) -> None:
+        """Where a written batch's time went (metrics.STEPS). A batch retried after a failure is told by its
+        last try, and its ``batch`` time holds the tries before."""
+        clock = o.clock
+        if clock is None or o.started == 0.0:
+            return
+        table = self.table_of[o.batch.topic]
+        age = clock.cut - clock.first_read
+        max_age = self.max_age[o.batch.topic]
+        for step, seconds in (
+            ("bound", min(age, max_age)),
+            ("wait", max(0.0, age - max_age)),
+            ("intent", clock.intent),
+            ("queue", max(0.0, o.started - clock.submitted)),
+            ("check", o.checked - o.started),
+            ("insert", o.inserted - o.checked),
+            ("handoff", max(0.0, clock.reaped - o.inserted)),
+            ("commit", commit_seconds),
+            ("batch", committed - clock.first_read),
+        ):
+            self.metrics.step(table, step, seconds)
 
     # -- inserting (in the pool's threads) ----------------------------------------------------------
 
@@ -613,8 +680,11 @@ def lanes(settings: Settings, metrics: SinkMetrics | None = None) -> list[SinkWr
     urgent = tuple(t for t in TABLE_OF_TOPIC if t in settings.sink.latency_topics)
     bulk = tuple(t for t in TABLE_OF_TOPIC if t not in settings.sink.latency_topics)
     return [
-        SinkWriter(settings, metrics=metrics, topics=topics, lane=lane)
-        for lane, topics in (("latency", urgent), ("bulk", bulk))
+        SinkWriter(settings, metrics=metrics, topics=topics, lane=lane, insert_threads=threads)
+        for lane, topics, threads in (
+            ("latency", urgent, settings.sink.latency_insert_threads),
+            ("bulk", bulk, settings.sink.insert_threads),
+        )
         if topics
     ]
 
