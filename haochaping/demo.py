@@ -25,7 +25,14 @@ from typing import Any
 from rich.console import Console
 
 from haochaping.settings import Settings
-from haochaping.simulator.processes import Service, ServiceError, haochaping_argv, http_ready, settings_env
+from haochaping.simulator.processes import (
+    Service,
+    ServiceError,
+    Supervisor,
+    haochaping_argv,
+    http_ready,
+    settings_env,
+)
 
 
 def available_commands() -> set[str]:
@@ -66,6 +73,7 @@ class Demo:
         self.logs = self.var_dir / "logs"
         self.services: list[Service] = []
         self._stop_servers: list[Callable[[], Any]] = []
+        self._supervisor: Supervisor | None = None
         self.commands = available_commands()
 
     # -- lines a person reads ---------------------------------------------------------------------
@@ -220,6 +228,14 @@ class Demo:
                 self._start_kafka()
                 self._start_clickhouse()
                 self._start_services()
+                # A worker that finds itself stalled exits to be started again (streams/liveness.py).
+                self._supervisor = Supervisor(
+                    lambda: [s for s in self.services if s.name.startswith("worker")],
+                    on_restart=lambda service, code: self.console.print(
+                        f"[yellow]![/] {service.name} found itself stalled (exit {code}) and was started "
+                        f"again; what it waited on is in {service.log_path}"
+                    ),
+                ).start()
                 board = self._board_address()
                 if board:
                     self.console.rule()
@@ -259,6 +275,9 @@ class Demo:
         asyncio.run(simulate(options, console=self.console))
 
     def stop(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.stop()
+            self._supervisor = None
         for service in reversed(self.services):
             service.stop()
             self._ok(f"stopped {service.name}")

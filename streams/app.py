@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from typing import Any
 import faust
 from faust.types import EventT
 
+from haochaping import taskdump
 from haochaping.domain.contract import BEIJING
 from haochaping.settings import Settings
 from streams import metrics
@@ -42,6 +45,7 @@ from streams.batch import (
     BatchResult,
     Incoming,
 )
+from streams.liveness import STALL_EXIT_CODE, Liveness
 from streams.outbox import KeyPartitions, send_batches, undelivered_batches
 from streams.purge import DedupePurge
 from streams.state import last_event_per_partition, write_per_partition
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 # An output batch is normally on the broker within milliseconds; one held this long is stuck.
 UNDELIVERED_WARN_SECONDS = 10.0
 UNDELIVERED_CHECK_SECONDS = 5.0
+LIVENESS_CHECK_SECONDS = 5.0
 
 Process = Callable[[Sequence[Incoming], Callable[[bytes], bytes | None]], BatchResult]
 
@@ -147,6 +152,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
     )
 
     key_partitions = KeyPartitions()
+    batches_done = [0]  # with the records the consumer handed on: what the liveness check sees move
 
     async def run_batch(
         events: Sequence[EventT],
@@ -187,6 +193,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
         await refetch_holes(events)
         for ev in events:
             ev.ack()
+        batches_done[0] += 1
         _record_metrics(agent, result, len(events), time.perf_counter() - started)
 
     async def refetch_holes(events: Sequence[EventT]) -> None:
@@ -263,6 +270,40 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
                 batch.state,
                 batch.leader,
             )
+
+    liveness = Liveness(s.stall_seconds)
+    sources = {names[n] for n in SOURCES}
+
+    @app.timer(LIVENESS_CHECK_SECONDS)
+    async def stall_check() -> None:
+        """Exit for a restart once stalled for good (streams/liveness.py)."""
+        consumer = app.consumer
+        if not isinstance(consumer, TransportConsumer):
+            return
+        waiting: dict[str, int] = {}
+        for tp in consumer.assignment():
+            if tp.topic not in sources:
+                continue
+            try:
+                high = consumer.highwater(tp)
+            except AssertionError:  # unassigned since assignment() was read: a rebalance is on
+                continue
+            if high is not None:
+                waiting[f"{tp.topic}[{tp.partition}]"] = high - (consumer._committed_offset.get(tp) or 0)
+        reason = liveness.check(consumer.handed + batches_done[0], waiting)
+        if reason is None:
+            return
+        log.error(
+            "worker stalled: %s. Writing what each task waits on to this log, then exiting with %d for the "
+            "supervisor to start it again (offsets are committed only for processed batches: the restart "
+            "redoes what was in flight, and nothing is lost or counted twice)",
+            reason,
+            STALL_EXIT_CODE,
+        )
+        taskdump.dump(sys.stderr)
+        logging.shutdown()
+        # Not Faust's graceful stop: a stop waits for the very commit or flush that is stuck.
+        os._exit(STALL_EXIT_CODE)
 
     app.haochaping_agents = (reviews, workorders, ledger)  # type: ignore[attr-defined]
     app.haochaping_tables = {"dedupe": dedupe, "tickets": tickets}  # type: ignore[attr-defined]

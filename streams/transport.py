@@ -171,6 +171,8 @@ class Consumer(faust_aiokafka.Consumer):
         # tp -> (offset sought back to, times, since when)
         self._refetches: dict[TP, tuple[int, int, float]] = {}
         self._clock = time.monotonic
+        # Records the loop has handed to the agents or the recovery: the worker's liveness check reads it.
+        self.handed = 0
 
     async def perform_seek(self) -> None:
         """Seek every assigned partition to its committed offset, and expect the agents to start there:
@@ -262,6 +264,7 @@ class Consumer(faust_aiokafka.Consumer):
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
+                        self.handed += 1
                         rest = start_eagerly(callback(message))
                         if rest is not None:
                             await self.wait_first(rest, self.suspend_flow.wait())

@@ -30,7 +30,7 @@ from haochaping.settings import (
     SinkSettings,
     StreamsSettings,
 )
-from haochaping.simulator.processes import Service, haochaping_argv, http_ready, settings_env
+from haochaping.simulator.processes import Service, Supervisor, haochaping_argv, http_ready, settings_env
 from haochaping.simulator.sender import read_truth
 from haochaping.simulator.truth import FigureKey, compare, expected_bad_cases, expected_figures
 from haochaping.stack.clickhouse import ClickHouseServer
@@ -73,6 +73,9 @@ class Pipeline:
     workers: list[Service] = field(default_factory=list)
     simulator: Service | None = None
     truth_path: Path = field(init=False)
+    # Restarts a worker that exits to be restarted (a stall it found in itself: streams/liveness.py), as
+    # Kubernetes would; a drill's own kill is left alone. Its ``restarts`` are reported by the drills.
+    supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
         kafka_port, controller_port, http_port, tcp_port, ingest_port, api_port = free_ports(6)
@@ -97,12 +100,15 @@ class Pipeline:
                 metrics_port=0,
                 broker_session_timeout=6,
                 broker_heartbeat_interval=1,
+                # Short enough for a drill to see the restart within its run; far above a rebalance here.
+                stall_seconds=30,
             ),
             sink=SinkSettings(group_id=f"drill-sink-{tag}", metrics_port=0, max_backoff_seconds=2.0),
         )
         self.broker = KafkaBroker(self.var_dir, kafka_port, controller_port, libs_dir=self.kafka_libs_dir)
         self.clickhouse = ClickHouseServer(self.var_dir, http_port, tcp_port)
         self.truth_path = self.var_dir / "truth.jsonl"
+        self.supervisor = Supervisor(lambda: list(self.workers))
 
     # -- processes ------------------------------------------------------------------------------
 
@@ -142,6 +148,7 @@ class Pipeline:
             worker.wait_ready(90)
         if self.api is not None:
             self.api.wait_ready(60)
+        self.supervisor.start()
 
     def add_worker(self) -> Service:
         name = f"worker-{len(self.workers) + 1}"
@@ -189,6 +196,7 @@ class Pipeline:
         return code
 
     def close(self) -> None:
+        self.supervisor.stop()
         for service in [self.simulator, self.api, *reversed(self.workers), self.sink, self.ingest]:
             if service is not None:
                 service.stop()
@@ -299,8 +307,9 @@ class Pipeline:
     def truth(self) -> list[dict[str, Any]]:
         return read_truth(self.truth_path)
 
-    def settle(self, timeout: float = 180.0) -> None:
-        """Wait until the figures and the ledger hold what the truth says, or stop changing."""
+    def settle(self, timeout: float = 240.0, patience: float = 90.0) -> None:
+        """Wait until the figures and the ledger hold what the truth says, or stop changing for
+        ``patience`` seconds (longer than a stalled worker takes to notice, exit and be restarted)."""
         rows = self.truth()
         expected = expected_figures(rows)
         bad = expected_bad_cases(rows)
@@ -318,8 +327,8 @@ class Pipeline:
             state = (sum(figures.values()), sum(tickets.values()))
             if state != last:
                 last, still_since = state, time.monotonic()
-            elif time.monotonic() - still_since > 45:
-                return  # nothing moved for 45 s: the verdict will say what is wrong
+            elif time.monotonic() - still_since > patience:
+                return  # nothing moved for so long: the verdict will say what is wrong
             time.sleep(1)
 
     def verdict(self) -> list[str]:

@@ -13,8 +13,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -92,6 +93,7 @@ class Service:
     def start(self) -> None:
         if self.running():
             return
+        self._close_log()  # a service started again after it exited appends to the same log
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it until stopped
         self._log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
@@ -158,3 +160,56 @@ class Service:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+class Supervisor:
+    """Starts a service again when it exits with a code that asks for it, as Kubernetes or compose would:
+    a stream worker that found itself stalled (``streams.liveness.STALL_EXIT_CODE``) writes its task dump
+    and exits for a restart. A service stopped or killed on purpose (SIGTERM, kill -9) is left alone.
+
+    ``services`` is read on every round, so services added later are watched too. Each restart is kept
+    in :attr:`restarts` (name, exit code) and reported to ``on_restart``.
+    """
+
+    def __init__(
+        self,
+        services: Callable[[], Iterable[Service]],
+        *,
+        codes: frozenset[int] | None = None,
+        every: float = 1.0,
+        on_restart: Callable[[Service, int], None] | None = None,
+    ) -> None:
+        if codes is None:
+            from streams.liveness import STALL_EXIT_CODE
+
+            codes = frozenset({STALL_EXIT_CODE})
+        self._services = services
+        self.codes = codes
+        self.every = every
+        self.on_restart = on_restart
+        self.restarts: list[tuple[str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+
+    def start(self) -> Supervisor:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(10)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.every):
+            for service in list(self._services()):
+                proc = service.proc
+                code = proc.poll() if proc is not None else None
+                if code is None or code not in self.codes or self._stop.is_set():
+                    continue
+                self.restarts.append((service.name, code))
+                with contextlib.suppress(OSError), open(service.log_path, "ab") as log:
+                    log.write(f"\n--- exited with {code}: starting it again\n".encode())
+                service.start()
+                if self.on_restart is not None:
+                    self.on_restart(service, code)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+import warnings
 
 import pytest
 
@@ -26,6 +27,14 @@ def finish(p: Pipeline) -> None:
     assert code == 0, f"the simulator reported problems:\n{p.logs()}"
     p.settle()
     problems = p.verdict()
+    for name, code in p.supervisor.restarts:
+        # Exact figures after such a restart are what production would see; the stall itself is a
+        # finding to read in the log (its task dump), so it is reported, not hidden.
+        warnings.warn(
+            f"{name} found itself stalled and exited with {code}; it was started again "
+            f"(its task dump is in {p.var_dir / 'logs' / (name + '.log')})",
+            stacklevel=2,
+        )
     if problems:
         try:
             problems.append(f"where the records stopped (per partition, not committed):\n{p.lag_report()}")
