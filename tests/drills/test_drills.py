@@ -4,6 +4,7 @@ twice) and the ledger holds exactly one ticket per bad review."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 import warnings
@@ -17,6 +18,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.drill, pytest.mark.timeout(90
 RATE = float(os.environ.get("HAOCHAPING_DRILL_RATE", "300"))
 DURATION = float(os.environ.get("HAOCHAPING_DRILL_SECONDS", "40"))
 CLICKHOUSE_DOWN = float(os.environ.get("HAOCHAPING_DRILL_CLICKHOUSE_DOWN", "60"))
+BROKER_HANG = float(os.environ.get("HAOCHAPING_DRILL_BROKER_HANG", "45"))
 
 
 def finish(p: Pipeline) -> None:
@@ -72,6 +74,22 @@ def test_restart_the_broker_mid_stream(one_worker: Pipeline) -> None:
     time.sleep(5)
     one_worker.broker.start()
     one_worker.broker.wait_ready(120)
+    finish(one_worker)
+
+
+def test_the_broker_hangs_for_a_while(one_worker: Pipeline) -> None:
+    """A broker that hangs instead of going away (a long GC pause, a stuck disk: SIGSTOP): connections
+    stay open and nothing answers. The worker's commit and fetch wait with records behind them; once the
+    broker answers again every figure must still be exact (the worker may restart itself meanwhile:
+    streams/liveness.py, reported by finish)."""
+    one_worker.simulate(rate=RATE, duration=DURATION)
+    time.sleep(DURATION / 3)
+    pid = int(one_worker.broker.pid_file.read_text().strip())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(BROKER_HANG)
+    finally:
+        os.kill(pid, signal.SIGCONT)
     finish(one_worker)
 
 
