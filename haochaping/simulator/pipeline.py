@@ -259,6 +259,14 @@ class Pipeline:
             client.close()
         return int(rows), int(distinct)
 
+    def exited(self) -> list[str]:
+        """The services no longer running, with their exit codes (-9: killed, by a drill or the kernel)."""
+        out = []
+        for service in [self.ingest, self.sink, self.api, *self.workers]:
+            if service is not None and service.proc is not None and not service.running():
+                out.append(f"{service.name} exited with {service.proc.returncode} (log: {service.log_path})")
+        return out
+
     def lag(self) -> dict[str, tuple[int, dict[str, dict[int, int]]]]:
         """Where the records stopped: per topic, the records in its log and, for the worker group and
         the sink group where they committed on it, per partition the records not yet committed. A worker

@@ -38,6 +38,7 @@ def finish(p: Pipeline) -> None:
             stacklevel=2,
         )
     if problems:
+        problems.extend(p.exited())
         try:
             problems.append(f"where the records stopped (per partition, not committed):\n{p.lag_report()}")
         except Exception as exc:  # the report must not hide the verdict
