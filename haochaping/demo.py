@@ -228,7 +228,7 @@ class Demo:
                 self._start_kafka()
                 self._start_clickhouse()
                 self._start_services()
-                # A worker that finds itself stalled exits to be started again (streams/liveness.py).
+                # A worker that finds itself stalled exits to be started again (haochaping/liveness.py).
                 self._supervisor = Supervisor(
                     lambda: [s for s in self.services if s.name.startswith("worker")],
                     on_restart=lambda service, code: self.console.print(

@@ -101,7 +101,7 @@ class StreamsSettings(BaseModel):
     deadline_check_seconds: float = 5.0
     # A worker that has fetched no record and finished no batch for this long while records wait on its
     # partitions writes its task dump to its log and exits with code 70 for its supervisor to restart it
-    # (streams/liveness.py); 0 turns the check off. Well above a rebalance (session timeout plus
+    # (haochaping/liveness.py); 0 turns the check off. Well above a rebalance (session timeout plus
     # recovery) and a slow batch under load.
     stall_seconds: float = Field(default=180.0, ge=0)
     # How long 一次一评 remembers a case and stage: a rating period (a year) plus the time appeals and

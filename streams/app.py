@@ -35,6 +35,7 @@ from faust.types import EventT
 
 from haochaping import taskdump
 from haochaping.domain.contract import BEIJING
+from haochaping.liveness import STALL_EXIT_CODE, Liveness
 from haochaping.settings import Settings
 from streams import metrics
 from streams.batch import (
@@ -45,7 +46,6 @@ from streams.batch import (
     BatchResult,
     Incoming,
 )
-from streams.liveness import STALL_EXIT_CODE, Liveness
 from streams.outbox import KeyPartitions, send_batches, undelivered_batches
 from streams.purge import DedupePurge
 from streams.state import last_event_per_partition, write_per_partition
@@ -276,7 +276,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
 
     @app.timer(LIVENESS_CHECK_SECONDS)
     async def stall_check() -> None:
-        """Exit for a restart once stalled for good (streams/liveness.py)."""
+        """Exit for a restart once stalled for good (haochaping/liveness.py)."""
         consumer = app.consumer
         if not isinstance(consumer, TransportConsumer):
             return

@@ -73,7 +73,7 @@ class Pipeline:
     workers: list[Service] = field(default_factory=list)
     simulator: Service | None = None
     truth_path: Path = field(init=False)
-    # Restarts a worker that exits to be restarted (a stall it found in itself: streams/liveness.py), as
+    # Restarts a worker that exits to be restarted (a stall it found in itself: haochaping/liveness.py), as
     # Kubernetes would; a drill's own kill is left alone. Its ``restarts`` are reported by the drills.
     supervisor: Supervisor = field(init=False)
 

@@ -23,6 +23,7 @@ from typing import IO, Any
 import httpx
 from pydantic import BaseModel, SecretStr
 
+from haochaping.liveness import STALL_EXIT_CODE
 from haochaping.settings import Settings
 
 
@@ -164,7 +165,7 @@ class Service:
 
 class Supervisor:
     """Starts a service again when it exits with a code that asks for it, as Kubernetes or compose would:
-    a stream worker that found itself stalled (``streams.liveness.STALL_EXIT_CODE``) writes its task dump
+    a stream worker that found itself stalled (``haochaping.liveness.STALL_EXIT_CODE``) writes its task dump
     and exits for a restart. A service stopped or killed on purpose (SIGTERM, kill -9) is left alone.
 
     ``services`` is read on every round, so services added later are watched too. Each restart is kept
@@ -180,8 +181,6 @@ class Supervisor:
         on_restart: Callable[[Service, int], None] | None = None,
     ) -> None:
         if codes is None:
-            from streams.liveness import STALL_EXIT_CODE
-
             codes = frozenset({STALL_EXIT_CODE})
         self._services = services
         self.codes = codes

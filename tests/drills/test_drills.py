@@ -82,7 +82,7 @@ def test_the_broker_hangs_for_a_while(one_worker: Pipeline) -> None:
     """A broker that hangs instead of going away (a long GC pause, a stuck disk: SIGSTOP): connections
     stay open and nothing answers. The worker's commit and fetch wait with records behind them; once the
     broker answers again every figure must still be exact (the worker may restart itself meanwhile:
-    streams/liveness.py, reported by finish)."""
+    haochaping/liveness.py, reported by finish)."""
     one_worker.simulate(rate=RATE, duration=DURATION)
     time.sleep(DURATION / 3)
     pid = int(one_worker.broker.pid_file.read_text().strip())

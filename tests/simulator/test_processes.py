@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from haochaping.liveness import STALL_EXIT_CODE
 from haochaping.simulator.processes import Service, Supervisor
-from streams.liveness import STALL_EXIT_CODE
 
 # Exits with the stall code on its first run (leaving a marker), then runs until stopped.
 ONCE_STALLED = f"""

@@ -1,5 +1,5 @@
-"""When a worker has stopped moving for good: records wait on its partitions, and for a long time it
-has neither fetched one nor finished a batch.
+"""When a consumer has stopped moving for good: records wait on its partitions, and for a long time it
+has neither fetched one nor finished a batch. Used by the stream worker (``streams.app``).
 
 The fault drills caught a surviving worker in that state, rarely, twice over: its offset commit waiting
 on a producer flush that never ended, and its recovery after a rebalance waiting for changelog records
@@ -10,7 +10,7 @@ stalled for ``streams.stall_seconds`` it writes what each task waits on to its l
 pipeline) to start it again. Offsets are committed only for processed batches, so the restart redoes
 what was in flight and nothing is lost or counted twice.
 
-Plain Python, no Faust: the app feeds it counters and the records waiting, on a timer.
+Plain Python, no Kafka: the caller feeds it a counter and the records waiting, on a timer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The worker's own stall check (streams/liveness.py): a worker with records waiting that has moved for
+"""The worker's own stall check (haochaping/liveness.py): a worker with records waiting that has moved for
 a long time is stalled; a moving worker, or an idle one, is not."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.liveness import Liveness
+from haochaping.liveness import Liveness
 
 
 class Clock:
