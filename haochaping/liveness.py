@@ -34,6 +34,10 @@ class Liveness:
     def __post_init__(self) -> None:
         self._last_moved = self.clock()
 
+    def moving(self, moved: int) -> bool:
+        """True if ``moved`` changed since the last :meth:`check`: no need to ask what waits."""
+        return moved != self._last_count
+
     def check(self, moved: int, waiting: Mapping[str, int]) -> str | None:
         """``moved``: a count that grows whenever the worker fetches a record or finishes a batch.
         ``waiting``: records not yet committed, per assigned source partition."""

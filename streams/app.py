@@ -38,6 +38,7 @@ from haochaping.domain.contract import BEIJING
 from haochaping.liveness import STALL_EXIT_CODE, Liveness
 from haochaping.settings import Settings
 from streams import metrics
+from streams.backlog import Backlog
 from streams.batch import (
     LEDGER_COMMANDS,
     LEDGER_INTAKE,
@@ -272,24 +273,25 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             )
 
     liveness = Liveness(s.stall_seconds)
+    backlog = Backlog(kafka)
     sources = {names[n] for n in SOURCES}
 
     @app.timer(LIVENESS_CHECK_SECONDS)
     async def stall_check() -> None:
         """Exit for a restart once stalled for good (haochaping/liveness.py)."""
         consumer = app.consumer
-        if not isinstance(consumer, TransportConsumer):
+        if not isinstance(consumer, TransportConsumer) or s.stall_seconds <= 0:
             return
-        waiting: dict[str, int] = {}
-        for tp in consumer.assignment():
-            if tp.topic not in sources:
-                continue
-            try:
-                high = consumer.highwater(tp)
-            except AssertionError:  # unassigned since assignment() was read: a rebalance is on
-                continue
-            if high is not None:
-                waiting[f"{tp.topic}[{tp.partition}]"] = high - (consumer._committed_offset.get(tp) or 0)
+        moved = consumer.handed + batches_done[0]
+        if liveness.moving(moved):
+            liveness.check(moved, {})
+            return
+        # Not moved since the last check: ask the broker whether anything waits.
+        assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
+        waiting = await backlog.waiting(assigned, {tp: consumer._committed_offset.get(tp) for tp in assigned})
+        if waiting is None:  # the broker did not answer: an outage, not this worker's stall
+            liveness.check(moved, {})
+            return
         reason = liveness.check(consumer.handed + batches_done[0], waiting)
         if reason is None:
             return

@@ -14,17 +14,9 @@ def register(app: typer.Typer) -> None:
         """Create the topics that are missing, wait until the broker can serve the group, then run a stream
         worker until stopped (Ctrl-C / SIGTERM)."""
         from faust.worker import Worker
-
-        from haochaping import taskdump
-
-        class DumpingWorker(Worker):  # type: ignore[misc]
-            async def _cry(self) -> None:
-                # SIGUSR1 (``kill -USR1 PID``): what every thread, task and async generator waits on,
-                # into the worker's log, the consumer thread and the fetcher's wait included.
-                taskdump.dump(self.stderr)
-
         from prometheus_client import start_http_server
 
+        from haochaping import taskdump
         from haochaping.settings import Settings
         from haochaping.topics import ensure_topics, wait_until_ready_for_group
         from streams.app import SOURCES, Stages, app_id_for, create_app
@@ -43,6 +35,13 @@ def register(app: typer.Typer) -> None:
         faust_app = create_app(settings, stages)
         if settings.streams.metrics_port:
             start_http_server(settings.streams.metrics_port, addr=settings.metrics_host)
+
+        class DumpingWorker(Worker):  # type: ignore[misc]
+            async def _cry(self) -> None:
+                # SIGUSR1 (``kill -USR1 PID``): what every thread, task and async generator waits on,
+                # into the worker's log, the consumer thread and the fetcher's wait included.
+                taskdump.dump(self.stderr)
+
         faust_worker = DumpingWorker(faust_app, loglevel=loglevel, quiet=True)
         # At warning and above Faust installs a terminal spinner that sets the root logger to DEBUG
         # so that it ticks on every record: every debug call of aiokafka and Faust then builds a

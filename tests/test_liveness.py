@@ -77,3 +77,11 @@ def test_stalled_only_after_the_bound_without_movement_and_with_records_waiting(
             still_since = clock.now
         reason = liveness.check(moved, {"reviews.raw[0]": waiting})
         assert (reason is not None) == (clock.now - still_since >= 60.0)
+
+
+def test_moving_says_whether_the_count_changed_since_the_last_check() -> None:
+    liveness = Liveness(60.0, clock=Clock())
+    assert liveness.moving(0)  # nothing checked yet
+    liveness.check(3, {})
+    assert not liveness.moving(3)
+    assert liveness.moving(4)

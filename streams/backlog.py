@@ -1,0 +1,71 @@
+"""How many records wait on the worker's partitions, as the broker says: for the liveness check
+(``haochaping/liveness.py``), which must see a backlog even when the worker's own client has stopped
+fetching (its high watermarks are those of its last fetch, and a partition assigned since has none).
+
+A client of its own, apart from Faust's consumer thread (which may be the very thing that is stuck):
+kafka-python, on a thread of its own, asked only when the worker has not moved since the last check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from faust.types import TP
+
+from haochaping.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+TIMEOUT_MS = 10_000
+
+
+class Backlog:
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
+        self._client: Any = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backlog")
+
+    async def waiting(self, tps: Iterable[TP], committed: Mapping[TP, int | None]) -> dict[str, int] | None:
+        """Per partition, ``topic[partition]`` → records after the committed offset (after the start of the
+        log where the group committed none); None when the broker did not answer (a broker outage is not
+        the worker's stall)."""
+        wanted = list(tps)
+        if not wanted:
+            return {}
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._pool, self._waiting, wanted, dict(committed))
+        except Exception as exc:  # the broker is down or slow: no verdict this time
+            log.info("could not read the end offsets for the liveness check (%r)", exc)
+            return None
+
+    def _waiting(self, tps: list[TP], committed: dict[TP, int | None]) -> dict[str, int]:
+        from kafka import KafkaConsumer, TopicPartition
+
+        if self._client is None:
+            self._client = KafkaConsumer(
+                bootstrap_servers=self._kafka.bootstrap_servers,
+                client_id=f"{self._kafka.client_id}-streams-liveness",
+                request_timeout_ms=TIMEOUT_MS + 1000,
+                enable_auto_commit=False,
+            )
+        parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        ends = self._client.end_offsets(parts, timeout_ms=TIMEOUT_MS)
+        never = [p for tp, p in zip(tps, parts, strict=True) if committed.get(tp) is None]
+        starts = self._client.beginning_offsets(never, timeout_ms=TIMEOUT_MS) if never else {}
+        out = {}
+        for tp, part in zip(tps, parts, strict=True):
+            base = committed.get(tp)
+            if base is None:
+                base = starts.get(part, 0)
+            out[f"{tp.topic}[{tp.partition}]"] = max(0, ends.get(part, 0) - base)
+        return out
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._pool.shutdown(wait=False)
