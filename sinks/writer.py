@@ -420,10 +420,18 @@ class SinkWriter:
         committed = time.monotonic()
         for outcome in written.values():
             self._observe_steps(outcome, committed - committing, committed)
-        if ready:
-            for key, batch in ready.items():
-                self._clocks[key].intent = committed - committing
-                self._pending[key] = batch
+        started = False
+        for key, batch in ready.items():
+            clock = self._clocks.get(key)
+            if clock is None or key not in self._buffers:
+                # Revoked while the commit was on its way (the rebalance listener ran meanwhile): the
+                # partition's owner now, or this writer after the rejoin, cuts the batch again under the
+                # intent just committed, and ClickHouse drops a repeat.
+                continue
+            clock.intent = committed - committing
+            self._pending[key] = batch
+            started = True
+        if started:
             self._tasks.add(asyncio.create_task(self._write_pending(), name=f"sink-insert-{self.lane}"))
 
     def _poll_timeout_ms(self, now: float) -> int:
