@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -123,6 +124,8 @@ class Probes:
     # --breakdown: when each probe was first seen in ClickHouse itself (polled beside the API)
     seen_red_ch: dict[str, float] = field(default_factory=dict)
     seen_figure_ch: list[float] = field(default_factory=list)
+    # How long each API request of the pollers took, and (--breakdown) the API's own queries run directly
+    request_seconds: dict[str, list[float]] = field(default_factory=dict)
 
     def review(self, n: int, unit: str, *, red: bool) -> dict[str, Any]:
         return {
@@ -168,28 +171,40 @@ class Probes:
                 await asyncio.sleep(max(0.0, start + n / figure_hz - time.monotonic()))
 
     async def watch(self, stop: asyncio.Event) -> None:
+        """Poll the API for the probes: figures and tickets each in a loop of its own (every 50 ms), so
+        that neither request's time is counted in the other's latency."""
         headers = {"Authorization": f"Bearer {self.token}"}
         since = (datetime.now(BEIJING) - timedelta(hours=1)).isoformat()
         async with httpx.AsyncClient(base_url=self.api, headers=headers, timeout=5) as client:
-            while not stop.is_set():
-                now = time.time()
-                try:
-                    figures = await client.get(
-                        "/v1/satisfaction",
-                        params={"unit_code": FIGURE_PROBE_UNIT, "since": since, "include_flagged": "true"},
-                    )
-                    total = int(figures.json()["total"])
-                    while len(self.seen_figure) < min(total, len(self.sent_figure)):
-                        self.seen_figure.append(now)
-                    tickets = await client.get(
-                        "/v1/tickets", params={"unit_code": RED_PROBE_UNIT, "limit": 500, "colour": "red"}
-                    )
-                    for item in tickets.json()["items"]:
-                        self.seen_red.setdefault(item["source_id"], now)
-                except (httpx.HTTPError, KeyError, ValueError) as exc:
-                    if len(self.errors) < 5:
-                        self.errors.append(f"API poll: {type(exc).__name__}: {exc}")
-                await asyncio.sleep(0.05)
+
+            async def figures(now: float) -> None:
+                response = await client.get(
+                    "/v1/satisfaction",
+                    params={"unit_code": FIGURE_PROBE_UNIT, "since": since, "include_flagged": "true"},
+                )
+                total = int(response.json()["total"])
+                while len(self.seen_figure) < min(total, len(self.sent_figure)):
+                    self.seen_figure.append(now)
+
+            async def tickets(now: float) -> None:
+                response = await client.get(
+                    "/v1/tickets", params={"unit_code": RED_PROBE_UNIT, "limit": 500, "colour": "red"}
+                )
+                for item in response.json()["items"]:
+                    self.seen_red.setdefault(item["source_id"], now)
+
+            async def poll(name: str, request: Any) -> None:
+                while not stop.is_set():
+                    now = time.time()
+                    try:
+                        await request(now)
+                        self.request_seconds.setdefault(f"GET /v1/{name}", []).append(time.time() - now)
+                    except (httpx.HTTPError, KeyError, ValueError) as exc:
+                        if len(self.errors) < 5:
+                            self.errors.append(f"API poll: {type(exc).__name__}: {exc}")
+                    await asyncio.sleep(0.05)
+
+            await asyncio.gather(poll("satisfaction", figures), poll("tickets", tickets))
 
     async def watch_clickhouse(self, url: str, database: str, stop: asyncio.Event) -> None:
         """Poll ClickHouse for the probes' rows: what the sink wrote, before the API reads it."""
@@ -211,6 +226,39 @@ class Probes:
                     if len(self.errors) < 5:
                         self.errors.append(f"ClickHouse poll: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(0.02)
+
+    def watch_api_queries(self, settings: Any, stop: threading.Event) -> None:
+        """Run the queries the API runs for the pollers' two requests (api/queries.py, the same filters),
+        straight against ClickHouse every 100 ms, and time them: what the API's answer costs ClickHouse."""
+        from api import queries
+        from sinks.clickhouse import connect
+
+        client = connect(settings.clickhouse, database=settings.clickhouse.database)
+        since = datetime.now(BEIJING) - timedelta(hours=1)
+        try:
+            while not stop.is_set():
+                t0 = time.time()
+                now = datetime.now(BEIJING)
+                flt = queries.ReviewFilter(
+                    since=since,
+                    until=now + timedelta(seconds=1),
+                    unit_code=FIGURE_PROBE_UNIT,
+                    include_flagged=True,
+                )
+                queries.satisfaction(client, flt)
+                t1 = time.time()
+                queries.list_tickets(
+                    client,
+                    queries.TicketFilter(unit_code=RED_PROBE_UNIT, colour=queries.Colour.RED),
+                    limit=500,
+                    offset=0,
+                )
+                t2 = time.time()
+                self.request_seconds.setdefault("satisfaction queries alone", []).append(t1 - t0)
+                self.request_seconds.setdefault("tickets queries alone (count + page)", []).append(t2 - t1)
+                stop.wait(0.1)
+        finally:
+            client.close()
 
     def figure_latencies(self) -> list[float]:
         return [seen - sent for sent, seen in zip(self.sent_figure, self.seen_figure, strict=False)]
@@ -303,6 +351,40 @@ def print_breakdown(probes: Probes, times: dict[str, dict[str, float]]) -> None:
     )
 
 
+async def print_sink_steps(p: Pipeline) -> None:
+    """Where the sink's batches spent their time (haochaping_sink_step_seconds, since the sink started),
+    per table and step: the histogram bucket that holds the p50 and the p99."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    if not p.settings.sink.metrics_port:
+        return
+    async with httpx.AsyncClient(timeout=10) as client:
+        text = (await client.get(f"http://127.0.0.1:{p.settings.sink.metrics_port}/metrics")).text
+    buckets: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name != "haochaping_sink_step_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                key = (sample.labels["table"].rsplit(".", 1)[-1], sample.labels["step"])
+                buckets.setdefault(key, []).append((float(sample.labels["le"]), sample.value))
+
+    def bound(points: list[tuple[float, float]], q: float) -> str:
+        total = points[-1][1]
+        for le, n in points:
+            if n >= q * total:
+                return f"<= {le * 1000:.0f} ms" if le != float("inf") else "> 30 s"
+        return "?"
+
+    print("  the sink's batches, where their time went (p50 / p99 as histogram bucket bounds):")
+    for (table, step), points in sorted(buckets.items()):
+        points.sort()
+        if table in ("reviews", "ticket_events") and points[-1][1]:
+            print(
+                f"    {table:<14} {step:<8} n={int(points[-1][1]):<6} p50 {bound(points, 0.5):<10} p99 {bound(points, 0.99)}"
+            )
+
+
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU of a process so far (Linux); 0 if it is gone."""
     if pid is None:
@@ -374,6 +456,14 @@ async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Pr
         if args.breakdown
         else None
     )
+    stop_queries = threading.Event()
+    query_watcher = (
+        threading.Thread(target=probes.watch_api_queries, args=(p.settings, stop_queries), daemon=True)
+        if args.breakdown
+        else None
+    )
+    if query_watcher is not None:
+        query_watcher.start()
     load = asyncio.create_task(
         sender.run(generator, rate=args.rate, duration=args.latency_seconds, hour=10)  # type: ignore[arg-type]
     )
@@ -382,7 +472,10 @@ async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Pr
     stats = await load
     await asyncio.sleep(5)  # the last probes
     stop.set()
+    stop_queries.set()
     await watcher
+    if query_watcher is not None:
+        query_watcher.join(10)
     if ch_watcher is not None:
         await ch_watcher
     await sender.aclose()
@@ -412,8 +505,14 @@ async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Pr
         + ", ".join(f"{t} {(inserts[t] - inserts0.get(t, 0)) / wall:.1f}" for t in inserts)
         + f"; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
+    for name, seconds in probes.request_seconds.items():
+        print(
+            f"  {name:<40} n={len(seconds):<5} p50 {percentile(seconds, 0.5) * 1000:6.1f} ms"
+            f"  p99 {percentile(seconds, 0.99) * 1000:6.1f} ms  max {max(seconds) * 1000:6.1f} ms"
+        )
     if args.breakdown:
         print_breakdown(probes, await topic_times(p, probes.run_id))
+        await print_sink_steps(p)
     for error in probes.errors[:5]:
         print(f"  ! {error}")
     return probes
@@ -548,6 +647,12 @@ def main() -> None:
         "'{}' puts every topic on sink.batch_seconds",
     )
     parser.add_argument("--sink-batch-seconds", type=float, default=None, help="sink.batch_seconds")
+    parser.add_argument(
+        "--sink-latency-insert-threads",
+        type=int,
+        default=None,
+        help="sink.latency_insert_threads: concurrent inserts of the sink's latency lane",
+    )
     args = parser.parse_args()
 
     p = Pipeline(REPO / "var" / "bench" / f"e2e-{os.getpid()}", REPO / "var" / "kafka" / "libs")
@@ -556,12 +661,19 @@ def main() -> None:
         p.settings.sink.latency_topics = args.sink_latency_topics
     if args.sink_batch_seconds is not None:
         p.settings.sink.batch_seconds = args.sink_batch_seconds
+    if args.sink_latency_insert_threads is not None:
+        p.settings.sink.latency_insert_threads = args.sink_latency_insert_threads
+    if args.breakdown:
+        from haochaping.simulator.pipeline import free_port
+
+        p.settings.sink.metrics_port = free_port()  # the sink's step times, read after the latency phase
     print(
         f"machine: {os.cpu_count()} CPUs; pipeline: 1 ingest, {args.workers} worker(s), 1 sink, 1 API, {args.partitions} partitions"
     )
     print(
         f"sink: batch_seconds {p.settings.sink.batch_seconds}, "
-        f"latency_topics {orjson.dumps(p.settings.sink.latency_topics).decode()}"
+        f"latency_topics {orjson.dumps(p.settings.sink.latency_topics).decode()}, "
+        f"latency_insert_threads {getattr(p.settings.sink, 'latency_insert_threads', '-')}"
     )
     started = time.time()
     try:
