@@ -2,9 +2,12 @@
 
 Per partition, in a loop: read, cut a batch (size / time bound, or the pending intent), commit the
 batch's start offset again with the intent ``last=<offset>`` in the commit metadata, insert the batch
-with the deduplication token ``topic:partition:start-last``, then commit ``last + 1``. A crash anywhere
+with the deduplication token ``topic:partition:start-last``, then commit ``last + 1`` (with the next
+batch's intent if that one is due already: the same offset, one commit for both). A crash anywhere
 leaves either nothing inserted or an intent that makes the next reader cut the same batch with the
 same token, which ClickHouse drops if it had landed (see sinks/batches.py and docs/clickhouse.md).
+Partitions do not wait for each other: each one's batch is inserted as soon as it is due, one batch in
+flight per partition.
 Before the insert, records another batch wrote already (the stream's at-least-once copies, same id at
 another offset) are left out, and the rest are marked with the batch's token (sinks/repeats.py).
 
