@@ -14,10 +14,13 @@ Starts a private pipeline (its own Kafka and ClickHouse on free ports under var/
 3. the raw Kafka consume floor in the same run: a bare aiokafka consumer reading ``reviews.raw``;
 4. peak RSS of each process.
 
+The API is polled for figures and for tickets in two loops of their own, and each request is timed.
 With ``--breakdown`` the latency phase also tells where a probe's time went: the bench polls ClickHouse
 directly (every 20 ms) for the probes' rows, and afterwards reads the CreateTime of each probe's records
 in ``reviews.raw``, ``reviews.accepted``, ``ledger.intake`` and ``ledger.events`` (set by each producer as
-it appends the record). The ClickHouse polls add a little work to the server: compare runs with
+it appends the record); it runs the API's two queries (api/queries.py) straight against ClickHouse every
+100 ms and times them; and it prints the sink's step histogram (``haochaping_sink_step_seconds``: where
+its batches' time went). The ClickHouse polls add a little work to the server: compare runs with
 ``--breakdown`` against runs with it only.
 
 Figures only, no assertions: compare them with the targets (≥ 10,000 reviews/s end to end, rating →
@@ -245,14 +248,20 @@ class Probes:
                     unit_code=FIGURE_PROBE_UNIT,
                     include_flagged=True,
                 )
-                queries.satisfaction(client, flt)
-                t1 = time.time()
-                queries.list_tickets(
-                    client,
-                    queries.TicketFilter(unit_code=RED_PROBE_UNIT, colour=queries.Colour.RED),
-                    limit=500,
-                    offset=0,
-                )
+                try:
+                    queries.satisfaction(client, flt)
+                    t1 = time.time()
+                    queries.list_tickets(
+                        client,
+                        queries.TicketFilter(unit_code=RED_PROBE_UNIT, colour=queries.Colour.RED),
+                        limit=500,
+                        offset=0,
+                    )
+                except Exception as exc:  # a busy or restarting ClickHouse: note it, keep timing
+                    if len(self.errors) < 5:
+                        self.errors.append(f"API queries: {type(exc).__name__}: {exc}")
+                    stop.wait(0.1)
+                    continue
                 t2 = time.time()
                 self.request_seconds.setdefault("satisfaction queries alone", []).append(t1 - t0)
                 self.request_seconds.setdefault("tickets queries alone (count + page)", []).append(t2 - t1)
