@@ -88,6 +88,7 @@ class SinkMetrics:
         )
         # The samples themselves, for a benchmark that wants exact quantiles (see :meth:`keep_samples`).
         self.step_samples: dict[tuple[str, str], deque[float]] | None = None
+        self._per_step = 0
         self._paused_by_lane: dict[str, int] = {}
 
     def keep_samples(self, per_step: int = 200_000) -> None:
