@@ -302,6 +302,17 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             reason,
             STALL_EXIT_CODE,
         )
+        try:
+            recovery = app.tables.recovery
+            log.error(
+                "the client's fetch positions (position, high watermark, paused): %s; the recovery reads "
+                "from %s up to %s",
+                consumer.positions(),
+                dict(recovery.active_offsets),
+                dict(recovery.active_highwaters),
+            )
+        except Exception as exc:  # the dump below must still be written
+            log.error("could not read the fetch positions (%r)", exc)
         taskdump.dump(sys.stderr)
         logging.shutdown()
         # Not Faust's graceful stop: a stop waits for the very commit or flush that is stuck.

@@ -303,6 +303,22 @@ class Consumer(faust_aiokafka.Consumer):
         assert isinstance(thread, ConsumerThread)
         await thread.call_thread(thread.seek_in_thread, partition, offset)
 
+    def positions(self) -> dict[str, tuple[int | None, int | None, bool]]:
+        """Per assigned partition, ``topic[partition]`` → (the client's fetch position, the high watermark
+        of its last fetch, paused), read from the consumer thread's client without waiting on it: for the
+        log of a stalled worker (a recovery that waits for changelog records the client never asks for
+        shows here as a position at or past the high watermark)."""
+        client = self._thread._ensure_consumer()
+        assignment = client._subscription.subscription.assignment
+        if assignment is None:
+            return {}
+        out = {}
+        for tp in list(assignment.tps):
+            state = assignment.state_value(tp)
+            position = state.position if state.has_valid_position else None
+            out[f"{tp.topic}[{tp.partition}]"] = (position, state.highwater, state.paused)
+        return out
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 

@@ -394,3 +394,35 @@ def test_a_seek_runs_on_the_consumer_threads_loop(
     seen, caller, consumer_thread = asyncio.run(seek_threads())
     assert seen == [consumer_thread]
     assert consumer_thread != caller
+
+
+def test_positions_report_where_the_client_will_fetch_next(
+    kafka_stack: Any, settings: Settings, tmp_path: Path
+) -> None:
+    """What a stalled worker logs (streams.app stall_check): the client's own fetch positions, read
+    without waiting on the consumer thread."""
+    from aiokafka import TopicPartition
+    from faust.types import TP
+
+    from haochaping.topics import ensure_topics
+
+    ensure_topics(settings.kafka)
+    topic = settings.kafka.topic("reviews.raw")
+
+    async def positions_after_seek() -> dict[str, Any]:
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        thread = app.consumer._thread
+        await thread.start()
+        try:
+            client = thread._ensure_consumer()
+
+            async def assign() -> None:
+                client.assign([TopicPartition(topic, 1)])
+
+            await thread.call_thread(assign)
+            await app.consumer.seek(TP(topic, 1), 7)
+            return app.consumer.positions()
+        finally:
+            await thread.stop()
+
+    assert asyncio.run(positions_after_seek()) == {f"{topic}[1]": (7, None, False)}
