@@ -17,7 +17,7 @@ import inspect
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import IO, Any
 
@@ -44,7 +44,7 @@ def dump(file: IO[str]) -> None:
             for description, frame in _await_chain(task.get_coro()):
                 _print_frame(description, frame, file)
         print(file=file)
-    generators = [obj for obj in gc.get_objects() if inspect.isasyncgen(obj) and obj.ag_frame is not None]
+    generators = _objects(lambda obj: inspect.isasyncgen(obj) and obj.ag_frame is not None)
     print(f"ASYNC GENERATORS suspended: {len(generators)}", file=file)
     for generator in generators:
         print(f"  ASYNC GENERATOR {generator.__qualname__} running={generator.ag_running}", file=file)
@@ -57,9 +57,18 @@ def dump(file: IO[str]) -> None:
 def _event_loops() -> list[asyncio.AbstractEventLoop]:
     # The consumer thread's loop belongs to a mode ServiceThread, not to a threading.Thread attribute
     # that could be looked up: any loop still open in the process is one of the worker's.
-    return [
-        obj for obj in gc.get_objects() if isinstance(obj, asyncio.AbstractEventLoop) and not obj.is_closed()
-    ]
+    return _objects(lambda obj: isinstance(obj, asyncio.AbstractEventLoop) and not obj.is_closed())
+
+
+def _objects(wanted: Callable[[Any], bool]) -> list[Any]:
+    found = []
+    for obj in gc.get_objects():
+        try:
+            if wanted(obj):
+                found.append(obj)
+        except ReferenceError:  # a weak proxy whose object is gone: isinstance() on it raises
+            continue
+    return found
 
 
 def _await_chain(awaitable: Any) -> Iterator[tuple[str, FrameType]]:

@@ -65,3 +65,21 @@ def test_dump_reaches_into_async_generators_and_other_threads_loops() -> None:
     assert "ASYNC GENERATOR records" in text
     assert "marker_in_generator = 'fetch-wait'" in text
     assert "never = <Future pending" in text
+
+
+def test_a_weak_proxy_whose_object_is_gone_does_not_end_the_dump() -> None:
+    """gc's objects can include such a proxy (the test suite's did); isinstance() on it raises."""
+    import gc
+    import weakref
+
+    class Gone:
+        pass
+
+    obj = Gone()
+    proxies = [weakref.proxy(obj)]
+    del obj
+    gc.collect()
+    out = io.StringIO()
+    taskdump.dump(out)
+    assert "THREAD MainThread" in out.getvalue()
+    assert len(proxies) == 1
