@@ -313,7 +313,10 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             )
         except Exception as exc:  # the dump below must still be written
             log.error("could not read the fetch positions (%r)", exc)
-        taskdump.dump(sys.stderr)
+        try:
+            taskdump.dump(sys.stderr)
+        except Exception as exc:  # the exit below is what matters
+            log.error("could not write the task dump (%r)", exc)
         logging.shutdown()
         # Not Faust's graceful stop: a stop waits for the very commit or flush that is stuck.
         os._exit(STALL_EXIT_CODE)
