@@ -47,7 +47,7 @@ from streams.batch import (
     BatchResult,
     Incoming,
 )
-from streams.outbox import KeyPartitions, send_batches, undelivered_batches
+from streams.outbox import KeyPartitions, send_batches, track_unknown_topics, undelivered_batches
 from streams.purge import DedupePurge
 from streams.state import last_event_per_partition, write_per_partition
 from streams.take import take_batches
@@ -58,7 +58,9 @@ log = logging.getLogger(__name__)
 
 # An output batch is normally on the broker within milliseconds; one held this long is stuck.
 UNDELIVERED_WARN_SECONDS = 10.0
-UNDELIVERED_CHECK_SECONDS = 5.0
+UNDELIVERED_CHECK_SECONDS = 2.0
+# A batch whose partition has no leader in the producer's metadata this long is asked for again.
+UNTRACKED_AFTER_SECONDS = 2.0
 LIVENESS_CHECK_SECONDS = 5.0
 
 Process = Callable[[Sequence[Incoming], Callable[[bytes], bytes | None]], BatchResult]
@@ -259,7 +261,14 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
     @app.timer(UNDELIVERED_CHECK_SECONDS)
     async def undelivered_check() -> None:
         """Say which partition an output batch is stuck on: a commit waits for every batch."""
-        stuck = undelivered_batches(app.producer, UNDELIVERED_WARN_SECONDS)
+        waiting = undelivered_batches(app.producer, UNTRACKED_AFTER_SECONDS)
+        for topic in track_unknown_topics(app.producer, waiting):
+            log.warning(
+                "an output batch for %s waits for a leader the producer's metadata no longer asks for: "
+                "asking again (streams.outbox.track_unknown_topics)",
+                topic,
+            )
+        stuck = [b for b in waiting if b.waited_seconds > UNDELIVERED_WARN_SECONDS]
         metrics.UNDELIVERED.set(len(stuck))
         for batch in stuck:
             log.warning(

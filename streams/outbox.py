@@ -162,3 +162,24 @@ def undelivered_batches(producer: Any, older_than: float) -> list[Undelivered]:
                 Undelivered(tp.topic, tp.partition, now - created, cluster.leader_for_partition(tp), state)
             )
     return found
+
+
+def track_unknown_topics(producer: Any, stuck: Iterable[Undelivered]) -> list[str]:
+    """Have the producer's client ask the broker again for the topics of ``stuck`` batches whose leader
+    its metadata does not know; the topics it had stopped asking for.
+
+    aiokafka's client asks for the metadata of the topics in its list only, and ``send()`` adds a topic
+    to that list only when the topic is missing from the metadata at that moment. A topic the first
+    full fetch already knew was never added: once any new topic is added (a table's changelog created
+    at start-up), the next refresh drops it, and a batch of it already queued waits for a leader that
+    every later refresh leaves out, until the request timeout. Its commit's flush waits with it, and
+    the next rebalance behind that (the fault drill's survivor stopped that way).
+    """
+    client = getattr(getattr(producer, "_producer", None), "client", None)
+    tracked = getattr(client, "_topics", None)
+    if client is None or not isinstance(tracked, set):
+        return []
+    missing = sorted({b.topic for b in stuck if b.leader is None} - tracked)
+    for topic in missing:
+        client.add_topic(topic)  # adds it to the list and forces a refresh
+    return missing

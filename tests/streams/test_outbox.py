@@ -117,3 +117,46 @@ def test_a_batch_held_past_the_bound_is_reported_with_its_partition_and_leader()
     ]
     assert 25 <= stuck[0].waited_seconds < 60
     assert undelivered_batches(object(), older_than=10) == []  # not an aiokafka producer: nothing to say
+
+
+def test_a_topic_the_producers_metadata_dropped_is_asked_for_again_and_its_batch_delivered(
+    kafka_stack: Any, settings: Settings, create_topics: Callable[..., list[str]]
+) -> None:
+    """aiokafka's client drops from its metadata a topic it never put on its list (known from the first,
+    full fetch) as soon as another topic is added; a batch of the dropped topic then waits for a leader
+    until the request timeout. track_unknown_topics puts it back on the list, and the batch goes."""
+    from types import SimpleNamespace
+
+    import aiokafka
+
+    from streams.outbox import track_unknown_topics, undelivered_batches
+
+    [known] = create_topics("ledger.events", partitions=1)
+
+    async def run() -> tuple[bool, list[str], bool]:
+        client = aiokafka.AIOKafkaProducer(
+            bootstrap_servers=settings.kafka.bootstrap_servers, linger_ms=1500, request_timeout_ms=120_000
+        )
+        await client.start()
+        # A refresh while its list is still empty fetches every topic: `known` is in the metadata
+        # without being on the list, and a send() to it does not put it there.
+        await client.client.force_metadata_update()
+        try:
+            sent = await client.send(known, b"held", partition=0)  # queued, lingering 1.5 s
+            # a topic created after start-up is added to the list, and the next refresh asks for it only
+            [later] = create_topics("alerts", partitions=1)
+            await client.send_and_wait(later, b"x", partition=0)
+            dropped = client.client.cluster.leader_for_partition(aiokafka.TopicPartition(known, 0)) is None
+            await asyncio.sleep(3)  # the linger is over: the sender finds no leader for it
+            still_waiting = not sent.done()
+            producer = SimpleNamespace(_producer=client)
+            asked = track_unknown_topics(producer, undelivered_batches(producer, older_than=1))
+            await asyncio.wait_for(sent, 30)
+            return dropped and still_waiting, asked, sent.done() and sent.exception() is None
+        finally:
+            await client.stop()
+
+    stuck, asked, delivered = asyncio.run(run())
+    assert stuck, "aiokafka no longer drops the topic: track_unknown_topics may be unneeded"
+    assert asked == [known]
+    assert delivered
