@@ -24,8 +24,9 @@ TIMEOUT_MS = 10_000
 
 
 class Backlog:
-    def __init__(self, kafka: KafkaSettings) -> None:
+    def __init__(self, kafka: KafkaSettings, timeout_ms: int = TIMEOUT_MS) -> None:
         self._kafka = kafka
+        self._timeout_ms = timeout_ms
         self._client: Any = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="backlog")
 
@@ -50,13 +51,14 @@ class Backlog:
             self._client = KafkaConsumer(
                 bootstrap_servers=self._kafka.bootstrap_servers,
                 client_id=f"{self._kafka.client_id}-streams-liveness",
-                request_timeout_ms=TIMEOUT_MS + 1000,
+                request_timeout_ms=self._timeout_ms + 1000,
+                api_version_auto_timeout_ms=self._timeout_ms,
                 enable_auto_commit=False,
             )
         parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]
-        ends = self._client.end_offsets(parts, timeout_ms=TIMEOUT_MS)
+        ends = self._client.end_offsets(parts, timeout_ms=self._timeout_ms)
         never = [p for tp, p in zip(tps, parts, strict=True) if committed.get(tp) is None]
-        starts = self._client.beginning_offsets(never, timeout_ms=TIMEOUT_MS) if never else {}
+        starts = self._client.beginning_offsets(never, timeout_ms=self._timeout_ms) if never else {}
         out = {}
         for tp, part in zip(tps, parts, strict=True):
             base = committed.get(tp)

@@ -44,7 +44,7 @@ def test_no_verdict_when_the_broker_does_not_answer(settings: Settings) -> None:
     from haochaping.simulator.pipeline import free_port
 
     nobody = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
-    backlog = Backlog(nobody)
+    backlog = Backlog(nobody, timeout_ms=1000)
     try:
         assert asyncio.run(backlog.waiting([TP("reviews.raw", 0)], {})) is None
     finally:
