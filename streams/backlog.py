@@ -52,7 +52,7 @@ class Backlog:
                 bootstrap_servers=self._kafka.bootstrap_servers,
                 client_id=f"{self._kafka.client_id}-streams-liveness",
                 request_timeout_ms=self._timeout_ms + 1000,
-                api_version_auto_timeout_ms=self._timeout_ms,
+                bootstrap_timeout_ms=self._timeout_ms,
                 enable_auto_commit=False,
             )
         parts = [TopicPartition(tp.topic, tp.partition) for tp in tps]

@@ -40,12 +40,19 @@ def test_the_backlog_counts_from_the_committed_offset_or_the_start_of_the_log(
     assert waiting == {f"{topic}[0]": 4, f"{topic}[1]": 2, f"{topic}[2]": 0}
 
 
-def test_no_verdict_when_the_broker_does_not_answer(settings: Settings) -> None:
+def test_no_verdict_when_the_broker_does_not_answer(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
     from haochaping.simulator.pipeline import free_port
 
     nobody = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
     backlog = Backlog(nobody, timeout_ms=1000)
     try:
-        assert asyncio.run(backlog.waiting([TP("reviews.raw", 0)], {})) is None
+        with caplog.at_level(logging.INFO, logger="streams.backlog"):
+            assert asyncio.run(backlog.waiting([TP("reviews.raw", 0)], {})) is None
     finally:
         backlog.close()
+    # for the right reason: the broker did not answer (not, say, a client refusing its settings)
+    assert "KafkaTimeoutError" in caplog.text
