@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
 
-.PHONY: demo test lint install stack-install browser bench drills stack-up stack-down clean
+.PHONY: demo test lint install stack-install browser bench drills drills-loop stack-up stack-down clean
 
 ## demo: set everything up and run the whole pipeline with a simulated city; Ctrl-C stops it all
 demo: install stack-install
@@ -55,6 +55,10 @@ bench: install stack-install
 ## drills: fault drills (broker restart, ClickHouse outage, kill -9 of a worker)
 drills: install stack-install
 	$(BIN)/python -m pytest tests/drills -m drill
+
+# The drills matching K, N times over, keeping the logs of a run that failed or warned.
+drills-loop: install stack-install
+	tests/drills/loop.sh -k "$(or $(K),two_workers)" -n "$(or $(N),20)"
 
 clean:
 	$(BIN)/haochaping stack down || true
