@@ -86,6 +86,7 @@ async def send_batches(
     for topic, key, value, partition in records:
         if topic not in counts:
             counts[topic] = len(await client.partitions_for(topic))  # waits for the topic's metadata once
+            _track(client, topic)
         if partition is None:
             if key is not None and key_partitions is not None:
                 partition = key_partitions.get(topic, key, counts[topic], hashed)
@@ -114,6 +115,19 @@ async def send_batches(
         Sent(topic, partition, metadata.offset, metadata.offset + count - 1)
         for (topic, partition, count, _), metadata in zip(pending, results, strict=True)
     ]
+
+
+def _track(client: Any, topic: str) -> None:
+    """Put ``topic`` on the list of topics aiokafka's client refreshes the metadata of.
+
+    ``partitions_for`` and ``send_batch`` do not (only ``send()`` does, and only when the topic's
+    metadata is missing at that moment): a topic known from a full refresh would drop out of the
+    metadata as soon as another topic is listed, and a batch of it would wait for a leader until the
+    request timeout (:func:`track_unknown_topics` is the watchdog's remedy for the other send paths).
+    """
+    tracked = getattr(getattr(client, "client", None), "_topics", None)
+    if isinstance(tracked, set) and topic not in tracked:
+        client.client.add_topic(topic)
 
 
 class Undelivered(NamedTuple):

@@ -160,3 +160,33 @@ def test_a_topic_the_producers_metadata_dropped_is_asked_for_again_and_its_batch
     assert stuck, "aiokafka no longer drops the topic: track_unknown_topics may be unneeded"
     assert asked == [known]
     assert delivered
+
+
+def test_the_topics_send_batches_writes_stay_in_the_producers_metadata(
+    kafka_stack: Any, settings: Settings, create_topics: Callable[..., list[str]], tmp_path: Path
+) -> None:
+    """send_batches puts each topic it writes on the client's list, so a topic added later (a table's
+    changelog created at start-up) does not push it out of the metadata and strand its next batch."""
+    import aiokafka
+
+    [first] = create_topics("reviews.accepted", partitions=1)
+    streams = settings.streams.model_copy(update={"data_dir": tmp_path})
+
+    async def run() -> tuple[set[str], int | None]:
+        app = create_app(settings.model_copy(update={"streams": streams}))
+        await app.producer.start()
+        try:
+            client = app.producer._producer
+            await client.client.force_metadata_update()  # a full refresh: `first` known, not listed
+            await send_batches(app.producer, [(first, b"k", b"v", 0)])
+            [later] = create_topics("alerts", partitions=1)
+            await send_batches(app.producer, [(later, b"k", b"v", 0)])
+            await client.client.force_metadata_update()  # refreshes the listed topics only
+            listed = set(client.client._topics)
+            return listed, client.client.cluster.leader_for_partition(aiokafka.TopicPartition(first, 0))
+        finally:
+            await app.producer.stop()
+
+    listed, leader = asyncio.run(run())
+    assert settings.kafka.topic("reviews.accepted") in listed
+    assert leader is not None and leader >= 0
