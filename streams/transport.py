@@ -58,6 +58,14 @@ a transport class). Everything not named below is Faust's own driver, unchanged.
    the agents' re-fetch of point 3 seeks through :meth:`Consumer.seek`, which here goes through
    ``call_thread`` as well.
 
+7. **Changelog records dropped before the recovery read them are fetched again.** Faust's fetch loop
+   drops a whole fetched batch when the flow is stopped, and "seeks back to committed offsets" for it
+   (``Consumer.perform_seek``); a table's changelog has no committed offset, so its records were gone:
+   the client's position was at the end of the changelog, the recovery had read nothing and waited for
+   them for good. The fault drill's survivor stalled that way (its log showed the changelog positions at
+   the high watermark and the recovery still at -1). :meth:`Consumer.perform_seek` also seeks each
+   changelog partition the recovery reads back to where the recovery stands.
+
 (An earlier version awaited each record's callback directly, whether it had to wait or not: no
 rebalance could interrupt a hand-off blocked on a full buffer, and it was withdrawn. Point 4 awaits
 directly only what has already finished.)
@@ -189,6 +197,21 @@ class Consumer(faust_aiokafka.Consumer):
             expected.update({tp: earliest.get(tp) for tp in never})
         self._next_offset = expected
         self._refetches.clear()
+        await self._seek_changelogs_to_recovery()
+
+    async def _seek_changelogs_to_recovery(self) -> None:
+        """Point 7 of the module docstring: seek the changelog partitions the recovery reads back to where
+        it stands, as Faust's seek above does for the source partitions."""
+        recovery = getattr(getattr(self.app, "tables", None), "recovery", None)
+        if recovery is None:
+            return
+        assigned = self.assignment()
+        offsets: dict[TP, int] = {}
+        for read in (recovery.active_offsets, recovery.standby_offsets):
+            # The last offset it read (-1: none); Faust's recovery seeks there too (recovery._seek_offsets).
+            offsets.update({tp: max(offset, 0) for tp, offset in read.items() if tp in assigned})
+        if offsets:
+            await self.seek_wait(offsets)
 
     def holes(self, messages: Iterable[Message]) -> dict[TP, tuple[int, int]]:
         """Per partition, ``(first, after)``: the first offset an agent should have seen by the end of

@@ -426,3 +426,46 @@ def test_positions_report_where_the_client_will_fetch_next(
             await thread.stop()
 
     assert asyncio.run(positions_after_seek()) == {f"{topic}[1]": (7, None, False)}
+
+
+def test_a_seek_back_to_the_committed_offsets_also_seeks_the_changelogs_back_to_where_the_recovery_stands(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Faust drops a fetched batch when the flow is stopped and seeks back to the committed offsets,
+    which a changelog has none of: the recovery then waited for records the client had already passed
+    (the survivor of the fault drill, its changelog positions at the high watermark and the recovery at
+    -1). perform_seek now seeks each changelog partition the recovery reads back to where it stands."""
+    from faust.transport.drivers import aiokafka as faust_aiokafka
+    from faust.types import TP
+
+    async def run() -> list[dict[Any, int]]:
+        app = create_app(_with_fetch_wait(settings, tmp_path, 100))
+        consumer = app.consumer
+        unread, half, standby, gone = (
+            TP("t-review-dedupe-changelog", 0),
+            TP("t-tickets-changelog", 1),
+            TP("t-tickets-changelog", 2),
+            TP("t-tickets-changelog", 3),
+        )
+        recovery = app.tables.recovery
+        recovery.active_offsets.update({unread: -1, half: 17, gone: 5})
+        recovery.standby_offsets.update({standby: 3})
+
+        async def seek_to_committed(self: Any) -> None:  # Faust's part, which asks the broker
+            return None
+
+        sought: list[dict[Any, int]] = []
+
+        async def seek_wait(partitions: dict[Any, int]) -> None:
+            sought.append(dict(partitions))
+
+        monkeypatch.setattr(faust_aiokafka.Consumer, "perform_seek", seek_to_committed)
+        monkeypatch.setattr(consumer, "assignment", lambda: {unread, half, standby})  # `gone` revoked
+        monkeypatch.setattr(consumer, "seek_wait", seek_wait)
+        await consumer.perform_seek()
+        return sought
+
+    sought = asyncio.run(run())
+    assert sought == [
+        {("t-review-dedupe-changelog", 0): 0, ("t-tickets-changelog", 1): 17, ("t-tickets-changelog", 2): 3}
+    ]
