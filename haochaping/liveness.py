@@ -3,8 +3,8 @@ has neither fetched one nor finished a batch. Used by the stream worker (``strea
 
 The fault drills caught a surviving worker in that state, rarely, twice over: its offset commit waiting
 on a producer flush that never ended (found since: ``streams.outbox.track_unknown_topics``), and its
-recovery after a rebalance waiting for changelog records its fetcher never fetched (README, "Known
-limits"). Neither state ends by itself, and the process stays
+recovery after a rebalance waiting for changelog records Faust had dropped (found since:
+``streams/transport.py``, point 7). Whatever else may stall a worker, this check ends it. Neither state ends by itself, and the process stays
 up, so a supervisor that only checks the process sees nothing wrong. The worker checks itself: once
 stalled for ``streams.stall_seconds`` it writes what each task waits on to its log and exits with
 :data:`STALL_EXIT_CODE`, for its supervisor (Kubernetes, compose, ``haochaping demo``, the drills'

@@ -117,9 +117,9 @@ def test_two_workers_and_kill_one(two_workers: Pipeline) -> None:
     """The survivor takes over the killed worker's partitions. Fixed on the way (streams/transport.py):
     records dropped, skipped-but-acknowledged and fetched-but-lost around the rebalance, and a partition
     the group never committed counted from its first record seen, and a producer batch whose topic
-    aiokafka's metadata had dropped (streams.outbox.track_unknown_topics). Still rare: the survivor's
-    recovery stalls for good; it then restarts itself (haochaping/liveness.py), which finish() reports as
-    a warning with its task dump."""
+    aiokafka's metadata had dropped (streams.outbox.track_unknown_topics), and changelog records Faust
+    dropped before the recovery read them (transport point 7). A survivor that still stalls restarts
+    itself (haochaping/liveness.py), which finish() reports as a warning with its task dump."""
     two_workers.simulate(rate=RATE, duration=DURATION)
     time.sleep(DURATION / 3)
     two_workers.workers[1].kill()
