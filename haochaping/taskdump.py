@@ -71,7 +71,7 @@ def _objects(wanted: Callable[[Any], bool]) -> list[Any]:
     return found
 
 
-def _await_chain(awaitable: Any) -> Iterator[tuple[str, FrameType]]:
+def _await_chain(awaitable: Any) -> Iterator[tuple[str, FrameType | None]]:
     """The frames from ``awaitable`` down to what it waits on (coroutines, generators, and the
     awaits of async generators), then, as a frame-less last line, the innermost awaitable."""
     current = awaitable
@@ -91,20 +91,13 @@ def _await_chain(awaitable: Any) -> Iterator[tuple[str, FrameType]]:
         if following is None:
             if frame is None and type(current).__name__ != "FutureIter":
                 # (a future's iterator does not show its future: the frame above holds it in a local)
-                yield f"waits on {_short(current)}", _NO_FRAME
+                yield f"waits on {_short(current)}", None
             return
         current = following
 
 
-class _NoFrame:
-    pass
-
-
-_NO_FRAME: Any = _NoFrame()
-
-
-def _print_frame(description: str, frame: FrameType, file: IO[str]) -> None:
-    if isinstance(frame, _NoFrame):
+def _print_frame(description: str, frame: FrameType | None, file: IO[str]) -> None:
+    if frame is None:
         print(f"    {description}", file=file)
         return
     code = frame.f_code

@@ -293,7 +293,7 @@ def create_app(settings: Settings, stages: Stages | None = None) -> faust.App:
             return
         moved = consumer.handed + batches_done[0]
         if liveness.moving(moved):
-            liveness.check(moved, {})
+            liveness.check(moved, {})  # records the movement; nothing to ask the broker
             return
         # Not moved since the last check: ask the broker whether anything waits.
         assigned = [tp for tp in consumer.assignment() if tp.topic in sources]
