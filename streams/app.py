@@ -34,11 +34,11 @@ import faust
 from faust.types import EventT
 
 from haochaping import taskdump
+from haochaping.backlog import Backlog
 from haochaping.domain.contract import BEIJING
 from haochaping.liveness import STALL_EXIT_CODE, Liveness
 from haochaping.settings import Settings
 from streams import metrics
-from streams.backlog import Backlog
 from streams.batch import (
     LEDGER_COMMANDS,
     LEDGER_INTAKE,
