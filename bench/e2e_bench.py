@@ -8,7 +8,10 @@ Starts a private pipeline (its own Kafka and ClickHouse on free ports under var/
 1. latency at a steady rate (default 2,000 reviews/s from the simulated city): probe ratings posted
    one by one beside the load, each timed from its POST to (a) its figure in the API
    (``/v1/satisfaction`` of a probe unit, polled every 50 ms) and (b) for a red one (an integrity
-   complaint) to its ticket in the API (``/v1/tickets`` of a second probe unit);
+   complaint) to its ticket in the API (``/v1/tickets`` of a second probe unit); and the same two on
+   the live board's own path, the API's server-sent events (``/v1/live``: a ``satisfaction`` tick that
+   counts the probe, a ``red_ticket`` event for it), which come from Kafka through the API's feed and
+   not from ClickHouse;
 2. sustained throughput: as many reviews as ingest takes, in batches, and the time until the API's
    figure holds them all;
 3. the raw Kafka consume floor in the same run: a bare aiokafka consumer reading ``reviews.raw``;
@@ -51,6 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from haochaping.domain import signing  # noqa: E402
 from haochaping.domain.contract import BEIJING  # noqa: E402
+from haochaping.domain.ledger import ticket_id_for  # noqa: E402
 from haochaping.simulator.city import load_city  # noqa: E402
 from haochaping.simulator.codes import make_unit_code  # noqa: E402
 from haochaping.simulator.generator import CityGenerator, Emission, Rates, Route  # noqa: E402
@@ -127,6 +131,10 @@ class Probes:
     # --breakdown: when each probe was first seen in ClickHouse itself (polled beside the API)
     seen_red_ch: dict[str, float] = field(default_factory=dict)
     seen_figure_ch: list[float] = field(default_factory=list)
+    # The live board's path: the API's server-sent events (/v1/live)
+    seen_figure_live: list[float] = field(default_factory=list)
+    seen_red_live: dict[str, float] = field(default_factory=dict)  # ticket id -> when its red_ticket came
+    live_ready: asyncio.Event = field(default_factory=asyncio.Event)
     # How long each API request of the pollers took, and (--breakdown) the API's own queries run directly
     request_seconds: dict[str, list[float]] = field(default_factory=dict)
 
@@ -209,6 +217,59 @@ class Probes:
 
             await asyncio.gather(poll("satisfaction", figures), poll("tickets", tickets))
 
+    async def watch_live(self, stop: asyncio.Event) -> None:
+        """Read the board's event stream as the board does, timing each probe's arrival on it: the figure
+        probes' unit in the ``satisfaction`` ticks (its count reaching i+1), the red probes' tickets in
+        ``red_ticket`` events."""
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "text/event-stream"}
+        counted = 0
+
+        async def read() -> None:
+            nonlocal counted
+            timeout = httpx.Timeout(5, read=None)
+            async with (
+                httpx.AsyncClient(base_url=self.api, headers=headers, timeout=timeout) as client,
+                client.stream("GET", "/v1/live") as response,
+            ):
+                if response.status_code != 200:
+                    body = (await response.aread())[:200]
+                    raise ValueError(f"/v1/live answered {response.status_code}: {body!r}")
+                name = ""
+                async for line in response.aiter_lines():
+                    if line.startswith("event:"):
+                        name = line[6:].strip()
+                        continue
+                    if not line.startswith("data:"):
+                        continue
+                    now = time.time()
+                    data = orjson.loads(line[5:])
+                    if name == "ready":
+                        self.live_ready.set()
+                    elif name == "satisfaction":
+                        for row in data["rows"]:
+                            if row["unit_code"] == FIGURE_PROBE_UNIT:
+                                counted += sum(row["counts"]) + sum(row["fraud_counts"])
+                        while len(self.seen_figure_live) < min(counted, len(self.sent_figure)):
+                            self.seen_figure_live.append(now)
+                    elif name == "red_ticket" and data.get("unit_code") == RED_PROBE_UNIT:
+                        self.seen_red_live.setdefault(data["ticket_id"], now)
+
+        # Cancelled when the phase ends (a timeout on each line would close the stream's line iterator).
+        reader = asyncio.create_task(read())
+        waiter = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([reader, waiter], return_when=asyncio.FIRST_COMPLETED)
+            if reader.done() and reader.exception() is not None:
+                exc = reader.exception()
+                self.errors.append(f"live stream: {type(exc).__name__}: {exc}")
+            elif reader.done():
+                self.errors.append("live stream: the API ended the stream early")
+        finally:
+            for task in (reader, waiter):
+                task.cancel()
+            await asyncio.gather(reader, waiter, return_exceptions=True)
+            self.live_ready.set()  # never leave the sender waiting
+
     async def watch_clickhouse(self, url: str, database: str, stop: asyncio.Event) -> None:
         """Poll ClickHouse for the probes' rows: what the sink wrote, before the API reads it."""
         figures = f"SELECT count() FROM {database}.reviews WHERE unit_code = '{FIGURE_PROBE_UNIT}' FORMAT TSV"
@@ -274,6 +335,17 @@ class Probes:
 
     def red_latencies(self) -> list[float]:
         return [self.seen_red[e] - t for e, t in self.sent_red.items() if e in self.seen_red]
+
+    def live_figure_latencies(self) -> list[float]:
+        return [seen - sent for sent, seen in zip(self.sent_figure, self.seen_figure_live, strict=False)]
+
+    def live_red_latencies(self) -> list[float]:
+        out = []
+        for event_id, sent in self.sent_red.items():
+            seen = self.seen_red_live.get(ticket_id_for("review", event_id))
+            if seen is not None:
+                out.append(seen - sent)
+        return out
 
 
 _PROBE_ID = re.compile(rb"(b\d+-(?:red|fig)-\d{6})")
@@ -458,6 +530,8 @@ async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Pr
     t0 = time.monotonic()
     stop = asyncio.Event()
     watcher = asyncio.create_task(probes.watch(stop))
+    live_watcher = asyncio.create_task(probes.watch_live(stop))
+    await asyncio.wait_for(probes.live_ready.wait(), 30)
     ch_watcher = (
         asyncio.create_task(
             probes.watch_clickhouse(p.settings.clickhouse.url, p.settings.clickhouse.database, stop)
@@ -483,6 +557,7 @@ async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Pr
     stop.set()
     stop_queries.set()
     await watcher
+    await live_watcher
     if query_watcher is not None:
         query_watcher.join(10)
     if ch_watcher is not None:
@@ -505,6 +580,14 @@ async def latency_phase(p: Pipeline, args: argparse.Namespace, token: str) -> Pr
         f"  rating → red ticket in API:  n={len(red)}/{len(probes.sent_red)}  "
         f"p50 {percentile(red, 0.5):.3f} s  p99 {percentile(red, 0.99):.3f} s  max {max(red, default=float('nan')):.3f} s"
     )
+    for what, values, sent in (
+        ("figure on the live board", probes.live_figure_latencies(), len(probes.sent_figure)),
+        ("red ticket on the board", probes.live_red_latencies(), len(probes.sent_red)),
+    ):
+        print(
+            f"  rating → {what}:  n={len(values)}/{sent}  p50 {percentile(values, 0.5):.3f} s  "
+            f"p99 {percentile(values, 0.99):.3f} s  max {max(values, default=float('nan')):.3f} s  (/v1/live)"
+        )
     print(
         f"  CPU over the phase ({wall:.0f} s), cores busy: "
         + ", ".join(f"{name} {seconds / wall:.2f}" for name, seconds in cpu.items())
