@@ -141,6 +141,9 @@ class SinkSettings(BaseModel):
     metrics_port: int = 9108  # Prometheus /metrics of `haochaping sink`; 0 turns it off
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    # Stalled this long with records waiting (no fetch, no batch, no insert attempt): exit 70 for a restart
+    # (docs/sinks.md); 0 turns it off. Well above max_backoff_seconds and the slowest insert.
+    stall_seconds: float = Field(default=180.0, ge=0)
 
 
 class ApiSettings(BaseModel):

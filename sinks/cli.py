@@ -52,7 +52,7 @@ def sink(ctx: typer.Context) -> None:
     from sinks.clickhouse import connect
     from sinks.schema import Target
     from sinks.schema import migrate as apply
-    from sinks.writer import lanes, run_lanes
+    from sinks.writer import exit_for_restart, lanes, run_lanes
 
     settings: Settings = ctx.obj
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -79,6 +79,7 @@ def sink(ctx: typer.Context) -> None:
             loop.add_signal_handler(sig, stop)
         # ``kill -USR1 PID``: what each lane's loop, insert and commit waits on, into the log.
         loop.add_signal_handler(signal.SIGUSR1, taskdump.dump, sys.stderr)
-        await run_lanes(writers)
+        # A lane stalled for good (sink.stall_seconds) ends the process with code 70 for a restart.
+        await run_lanes(writers, on_stall=exit_for_restart)
 
     asyncio.run(main())

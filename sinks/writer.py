@@ -26,6 +26,11 @@ ClickHouse down: the pending batches are retried with exponential backoff and ji
 partition is paused (nothing more is fetched, memory stays bounded by one batch per partition) and
 the loop keeps polling so that the consumer stays in its group. When an insert succeeds, fetching
 resumes where it stopped and the writer catches up.
+
+Stalled for good: :class:`StallCheck` (run by :func:`run_lanes`) ends the process with exit code 70 for
+its supervisor to restart it once a lane has fetched no record, finished no batch and failed no insert
+attempt for ``sink.stall_seconds`` while records wait on its partitions (haochaping/liveness.py). A
+ClickHouse outage is not that: each failed attempt counts as moving.
 """
 
 from __future__ import annotations
@@ -34,16 +39,21 @@ import asyncio
 import base64
 import contextlib
 import logging
+import os
 import random
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from haochaping import taskdump
+from haochaping.backlog import Backlog
 from haochaping.domain.records import DeadLetter
+from haochaping.liveness import STALL_EXIT_CODE, Liveness
 from haochaping.settings import Settings
 from sinks.batches import Batch, PartitionBuffer, decode_intent, encode_intent
 from sinks.clickhouse import ClientPerThread, insert_json_rows, is_data_error
@@ -54,6 +64,8 @@ from sinks.schema import TABLE_OF_TOPIC
 log = logging.getLogger(__name__)
 
 TP = tuple[str, int]
+
+LIVENESS_CHECK_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -121,12 +133,17 @@ class SinkWriter:
         # partitions' inserts to end; the loop keeps reading meanwhile, so a record that arrives during an
         # insert starts its time bound on arrival. A partition has one batch in flight at a time.
         self._writing: dict[TP, asyncio.Future[_Outcome]] = {}
+        self._writing_since: dict[TP, float] = {}  # when each insert in flight was handed to the threads
         self._retrying: set[TP] = set()  # pending batches whose insert failed: retried after the backoff
         self._tasks: set[asyncio.Task[None]] = set()
         self._attempt = 0
         self._retry_at = 0.0
         self._stop = asyncio.Event()
         self._failed: BaseException | None = None
+        # What the stall check sees move: records fetched, inserts ended (a batch written, its refused
+        # records dead-lettered, or an attempt failed: retrying through a ClickHouse outage is this
+        # writer doing its job, not a stall).
+        self.moved = 0
         threads = max(1, settings.sink.insert_threads if insert_threads is None else insert_threads)
         if settings.clickhouse.url.startswith("chdb://"):
             threads = 1
@@ -305,18 +322,7 @@ class SinkWriter:
                     timeout_ms = 0  # what the fetcher holds already
                 data = await consumer.getmany(timeout_ms=timeout_ms, max_records=s.batch_rows)
                 now = time.monotonic()
-                wall = time.time()
-                for tp, messages in data.items():
-                    buf = self._buffers.get((tp.topic, tp.partition))
-                    if buf is None:
-                        continue
-                    if messages and messages[0].timestamp_type == 0:  # CreateTime, set by the producer
-                        self.metrics.step(
-                            self.table_of[tp.topic], "fetch", max(0.0, wall - messages[0].timestamp / 1000)
-                        )
-                    for m in messages:
-                        if m.value:  # a tombstone carries nothing to write
-                            buf.add(m.offset, m.value, now)
+                self._take(data, now, time.time())
                 self._update_lag()
                 written = self._reap()
                 ready: dict[TP, Batch] = {}
@@ -340,6 +346,21 @@ class SinkWriter:
                 except Exception as exc:  # stopping anyway; the intents make the next owner redo them
                     log.warning("stopping: could not commit the last batches written (%r)", exc)
 
+    def _take(self, data: Mapping[Any, Sequence[Any]], now: float, wall: float) -> None:
+        """Put what a fetch brought (aiokafka's records by partition) into the partitions' buffers."""
+        for tp, messages in data.items():
+            buf = self._buffers.get((tp.topic, tp.partition))
+            if buf is None:
+                continue  # still being set up (_on_assigned): read again after its seek
+            self.moved += len(messages)
+            if messages and messages[0].timestamp_type == 0:  # CreateTime, set by the producer
+                self.metrics.step(
+                    self.table_of[tp.topic], "fetch", max(0.0, wall - messages[0].timestamp / 1000)
+                )
+            for m in messages:
+                if m.value:  # a tombstone carries nothing to write
+                    buf.add(m.offset, m.value, now)
+
     def _raise_from_tasks(self) -> None:
         """An insert task that raised (not an insert that failed: _write_batch returns those) ends the writer."""
         for task in [t for t in self._tasks if t.done()]:
@@ -356,6 +377,8 @@ class SinkWriter:
             if not future.done():
                 continue
             del self._writing[key]
+            self._writing_since.pop(key, None)
+            self.moved += 1
             outcome = future.result()  # _write_batch returns its errors; anything raised ends the writer
             if self._pending.get(key) is not outcome.batch:
                 continue  # revoked while it was written: the new owner finishes it
@@ -478,6 +501,47 @@ class SinkWriter:
             if high is not None:
                 self.metrics.lag.labels(topic, str(partition)).set(max(0, high - buf.start))
 
+    # -- what the stall check reads --------------------------------------------------------------------
+
+    async def unwritten(self) -> dict[Any, int | None]:
+        """Per assigned partition (aiokafka's ``TopicPartition``), the offset from which its records still
+        wait to be written: the committed offset this writer knows (its buffer's start). Where it holds,
+        cuts and inserts nothing, the consumer's position instead, which is also past the transaction
+        markers after the last record written (a transactional producer's; they are never fetched, so the
+        commit after a batch stops short of them). None where neither is known yet: from the log's start.
+        """
+        if self._consumer is None:
+            return {}
+        out: dict[Any, int | None] = {}
+        for tp in self._assigned_tps():
+            key = (tp.topic, tp.partition)
+            buf = self._buffers.get(key)
+            if buf is None:  # its committed offset is still being looked up (_on_assigned)
+                out[tp] = None
+                continue
+            out[tp] = buf.start
+            if len(buf) or key in self._clocks or key in self._pending or key in self._writing:
+                continue
+            with contextlib.suppress(Exception):  # no valid position yet (a seek): the buffer's start
+                position = await asyncio.wait_for(self._consumer.position(tp), 0.5)
+                out[tp] = position if buf.start is None else max(position, buf.start)
+        return out
+
+    def state(self) -> str:
+        """What the writer holds and does, for the log of a stall."""
+
+        def names(keys: Any) -> str:
+            return ", ".join(f"{t}[{p}]" for t, p in sorted(keys)) or "none"
+
+        now = time.monotonic()
+        oldest = max((now - since for since in self._writing_since.values()), default=None)
+        return (
+            f"batches pending: {names(self._pending)}; being inserted: {names(self._writing)}"
+            + (f" (the oldest for {oldest:.0f} s)" if oldest is not None else "")
+            + f"; waiting to retry: {names(self._retrying)} (failed attempts in a row: {self._attempt}); "
+            f"records read and not yet cut: {sum(len(b) for b in self._buffers.values())}"
+        )
+
     async def _write_pending(self) -> None:
         """Start the insert of each pending batch not being inserted yet (an insert thread each, as far as
         the pool allows; the topics with the shortest bound first), and wait for them. The loop takes each
@@ -492,6 +556,7 @@ class SinkWriter:
             clock = self._clocks.get(key)
             if clock is not None:
                 clock.submitted = now
+            self._writing_since[key] = now
             self._writing[key] = loop.run_in_executor(self._pool, self._write_batch, batch)
             started.append(self._writing[key])
         if started:
@@ -668,6 +733,85 @@ def max_age(settings: Settings, name: str) -> float:
     return settings.sink.latency_topics.get(name, settings.sink.batch_seconds)
 
 
+def exit_for_restart(code: int) -> None:
+    """End the process now: not the writer's graceful stop, which waits for the very insert or commit that is
+    stuck. The log is flushed first, for the dump to be read."""
+    logging.shutdown()
+    os._exit(code)
+
+
+class StallCheck:
+    """Every few seconds, whether ``writer`` has stalled for good (haochaping/liveness.py): records wait on
+    its partitions and for ``sink.stall_seconds`` it has fetched none, finished no batch and failed no
+    insert attempt. Then it logs why and the writer's state, writes what every thread and task waits on
+    (haochaping/taskdump.py) and calls ``on_stall(70)``: by default the process ends, for its supervisor
+    to start it again.
+
+    The restart is safe: a batch whose insert was in flight has its intent committed, so the next owner
+    cuts the same batch with the same deduplication token, and ClickHouse drops a repeat.
+    """
+
+    def __init__(
+        self,
+        writer: SinkWriter,
+        backlog: Backlog,
+        *,
+        on_stall: Callable[[int], object] = exit_for_restart,
+        every: float = LIVENESS_CHECK_SECONDS,
+    ) -> None:
+        self.writer = writer
+        self.on_stall = on_stall
+        self.every = every
+        self.liveness = Liveness(writer.settings.sink.stall_seconds)
+        self._backlog = backlog
+
+    @property
+    def lane(self) -> str:
+        w = self.writer
+        return f"{w.lane or 'sink'} ({', '.join(w.table_of)})"
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.every)
+            try:
+                reason = await self.check()
+            except Exception:  # a check that failed is no verdict; the next may be
+                log.exception("the stall check of lane %s failed", self.lane)
+                continue
+            if reason is not None:
+                self.stalled(reason)
+                return  # only a stand-in for the exit returns (a test's): one verdict is enough
+
+    async def check(self) -> str | None:
+        """The reason to restart, once stalled for good, else None."""
+        moved = self.writer.moved
+        if self.liveness.moving(moved):
+            self.liveness.check(moved, {})  # records the movement; nothing to ask the broker
+            return None
+        unwritten = await self.writer.unwritten()
+        waiting = await self._backlog.waiting(list(unwritten), unwritten)
+        if waiting is None:  # the broker did not answer: an outage, not this lane's stall
+            self.liveness.check(moved, {})
+            return None
+        return self.liveness.check(self.writer.moved, waiting)
+
+    def stalled(self, reason: str) -> None:
+        log.error(
+            "sink lane %s stalled: %s. %s. Writing what each task waits on to this log, then exiting with %d "
+            "for the supervisor to start it again (a batch in flight has its intent committed: the restart "
+            "cuts the same batch, and ClickHouse drops a repeat)",
+            self.lane,
+            reason,
+            self.writer.state(),
+            STALL_EXIT_CODE,
+        )
+        try:
+            taskdump.dump(sys.stderr)
+        except Exception as exc:  # the exit below is what matters
+            log.error("could not write the task dump (%r)", exc)
+        self.on_stall(STALL_EXIT_CODE)
+
+
 def lanes(settings: Settings, metrics: SinkMetrics | None = None) -> list[SinkWriter]:
     """The writers ``haochaping sink`` runs: one for the latency topics, one for the rest.
 
@@ -700,15 +844,36 @@ def lanes(settings: Settings, metrics: SinkMetrics | None = None) -> list[SinkWr
     ]
 
 
-async def run_lanes(writers: Sequence[SinkWriter]) -> None:
-    """Run the writers together until one of them ends (stopped or failed); then stop the rest."""
+async def run_lanes(
+    writers: Sequence[SinkWriter], *, on_stall: Callable[[int], object] | None = exit_for_restart
+) -> None:
+    """Run the writers together until one of them ends (stopped or failed); then stop the rest.
+
+    With ``on_stall`` and ``sink.stall_seconds`` > 0, a :class:`StallCheck` watches each writer and calls
+    ``on_stall(70)`` when one stalled for good; the default ends the process for its supervisor to restart.
+    """
     tasks = [asyncio.create_task(w.run(), name=f"sink-{w.lane or 'writer'}") for w in writers]
+    checks: list[asyncio.Task[None]] = []
+    backlog: Backlog | None = None
+    if on_stall is not None and writers and writers[0].settings.sink.stall_seconds > 0:
+        backlog = Backlog(writers[0].settings.kafka, owner="sink")
+        checks = [
+            asyncio.create_task(
+                StallCheck(w, backlog, on_stall=on_stall).run(), name=f"sink-stall-check-{w.lane}"
+            )
+            for w in writers
+        ]
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        for check in checks:
+            check.cancel()
         for w in writers:
             w.stop()
         results = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*checks, return_exceptions=True)
+        if backlog is not None:
+            backlog.close()
     for result in results:
         if isinstance(result, BaseException):
             raise result
@@ -720,11 +885,15 @@ def _first_line(text: str) -> str:
 
 class WriterThread:
     """Runs a :class:`SinkWriter`, or several as :func:`run_lanes` does, on its own event loop in a thread
-    (tests, benchmarks, tools)."""
+    (tests, benchmarks, tools). No stall check unless ``on_stall`` is given (what :func:`run_lanes` calls
+    instead of ending the process)."""
 
-    def __init__(self, writer: SinkWriter | Sequence[SinkWriter]) -> None:
+    def __init__(
+        self, writer: SinkWriter | Sequence[SinkWriter], *, on_stall: Callable[[int], object] | None = None
+    ) -> None:
         self.writers: list[SinkWriter] = [writer] if isinstance(writer, SinkWriter) else list(writer)
         self.writer = self.writers[0]
+        self.on_stall = on_stall
         self._loop: asyncio.AbstractEventLoop | None = None
         self._error: BaseException | None = None
         self._ready = threading.Event()
@@ -735,7 +904,10 @@ class WriterThread:
         self._loop = loop
         self._ready.set()
         try:
-            main = self.writer.run() if len(self.writers) == 1 else run_lanes(self.writers)
+            if len(self.writers) == 1 and self.on_stall is None:
+                main = self.writer.run()
+            else:
+                main = run_lanes(self.writers, on_stall=self.on_stall)
             loop.run_until_complete(main)
         except BaseException as exc:
             self._error = exc

@@ -1,0 +1,214 @@
+"""The sink's own stall check (sinks/writer.py, ``StallCheck``): a lane with records waiting that has fetched
+nothing, finished no batch and failed no insert attempt for ``sink.stall_seconds`` calls its exit with 70;
+a lane retrying through a ClickHouse outage, or one with nothing left to write, never does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from haochaping.liveness import STALL_EXIT_CODE
+from haochaping.settings import ClickHouseSettings, Settings
+from sinks.batches import Batch, PartitionBuffer
+from sinks.metrics import SinkMetrics
+from sinks.writer import LIVENESS_CHECK_SECONDS, SinkWriter, WriterThread, _Outcome
+from tests.sinks.factories import dumps, review, wait_for
+
+STALL = 3.0  # sink.stall_seconds in these tests
+
+
+@pytest.fixture
+def stall_settings(sink_settings: Settings) -> Settings:
+    return sink_settings.model_copy(
+        update={"sink": sink_settings.sink.model_copy(update={"stall_seconds": STALL})}
+    )
+
+
+def _writer(settings: Settings, cls: type[SinkWriter] = SinkWriter) -> SinkWriter:
+    return cls(settings, metrics=SinkMetrics(CollectorRegistry()), topics=("reviews.accepted",), lane="bulk")
+
+
+def _record(topic: str, partition: int, offset: int, value: bytes | None = b"{}") -> Any:
+    from aiokafka.structs import ConsumerRecord
+
+    return ConsumerRecord(topic, partition, offset, 0, 0, None, value, None, 0, len(value or b""), [])
+
+
+# -- what counts as moving (no server) ----------------------------------------------------------------
+
+
+def test_each_record_fetched_for_a_partition_moves_the_writer(sink_settings: Settings) -> None:
+    from aiokafka import TopicPartition
+
+    writer = _writer(sink_settings)
+    topic = sink_settings.kafka.topic("reviews.accepted")
+    writer._buffers[(topic, 0)] = PartitionBuffer(topic, 0)
+    fetched = {
+        TopicPartition(topic, 0): [_record(topic, 0, 0), _record(topic, 0, 1, None), _record(topic, 0, 2)],
+        # not set up yet (its committed offset still being looked up): dropped, read again later
+        TopicPartition(topic, 1): [_record(topic, 1, 0)],
+    }
+    writer._take(fetched, time.monotonic(), time.time())
+    assert writer.moved == 3  # a tombstone is fetched too, though it has nothing to write
+    assert len(writer._buffers[(topic, 0)]) == 2
+
+
+def test_every_insert_that_ends_moves_the_writer_written_or_failed(sink_settings: Settings) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    topic = sink_settings.kafka.topic("reviews.accepted")
+    key = (topic, 0)
+    batch = Batch(topic, 0, 0, 1, (0, 1), (b"{}", b"{}"))
+
+    async def main() -> SinkWriter:
+        writer = _writer(sink_settings)
+        # Never started: a failed insert pauses the (here no) assigned partitions through it.
+        writer._consumer = AIOKafkaConsumer(bootstrap_servers=sink_settings.kafka.bootstrap_servers)
+        loop = asyncio.get_running_loop()
+
+        def ended(outcome: _Outcome) -> None:
+            writer._pending[key] = batch
+            writer._writing[key] = loop.create_future()
+            writer._writing[key].set_result(outcome)
+            writer._reap()
+
+        ended(_Outcome(batch, error=ConnectionRefusedError("ClickHouse is down")))
+        assert writer.moved == 1 and key in writer._retrying
+        writer._retrying.clear()
+        ended(_Outcome(batch))
+        assert writer.moved == 2 and key not in writer._pending
+        return writer
+
+    writer = asyncio.run(main())
+    assert "being inserted: none" in writer.state()
+
+
+# -- the check against the real broker and ClickHouse -------------------------------------------------
+
+
+class HangingInsert(SinkWriter):
+    """Its inserts do not return until released: an insert thread stuck (a server that holds the connection
+    and never answers, a lock never released), not a failing ClickHouse."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+        self.hung_at: float | None = None
+
+    def _write_batch(self, batch: Batch) -> _Outcome:
+        if self.hung_at is None:
+            self.hung_at = time.monotonic()
+        self.release.wait(300)
+        return super()._write_batch(batch)
+
+
+@pytest.mark.integration
+def test_a_lane_whose_insert_hangs_exits_70_once_stalled_for_the_bound(
+    stall_settings: Settings,
+    sink_topics: list[str],
+    migrated: Any,
+    produce: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    produce("reviews.accepted", [(r.unit_code.encode(), dumps(r)) for r in map(review, range(600))])
+    writer = _writer(stall_settings, HangingInsert)
+    assert isinstance(writer, HangingInsert)
+    exits: list[tuple[int, float]] = []
+    thread = WriterThread(writer, on_stall=lambda code: exits.append((code, time.monotonic())))
+    with caplog.at_level(logging.INFO, logger="sinks.writer"):
+        thread.start()
+        try:
+            wait_for(lambda: bool(exits), timeout=60 + STALL, what="the stall check to call the exit")
+        finally:
+            writer.release.set()
+            thread.stop()
+    [(code, at)] = exits
+    assert code == STALL_EXIT_CODE
+    # Not before the bound (records were still fetched after the first insert hung), nor long after it.
+    assert writer.hung_at is not None
+    assert STALL <= at - writer.hung_at <= STALL + 5 * LIVENESS_CHECK_SECONDS
+    # The log says which lane, why, and what the writer was doing.
+    topic = stall_settings.kafka.topic("reviews.accepted")
+    [line] = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert line.startswith(f"sink lane bulk ({topic}) stalled: no record fetched and no batch finished for ")
+    assert "record(s) wait on" in line and f"being inserted: {topic}[" in line and "the oldest for " in line
+    assert "exiting with 70" in line
+
+
+@pytest.mark.integration
+def test_a_lane_retrying_through_a_clickhouse_outage_is_never_stalled(
+    stall_settings: Settings, sink_topics: list[str], produce: Any
+) -> None:
+    from haochaping.simulator.pipeline import free_port
+
+    nowhere = stall_settings.model_copy(
+        update={
+            "clickhouse": ClickHouseSettings(
+                url=f"http://127.0.0.1:{free_port()}", database=stall_settings.clickhouse.database
+            )
+        }
+    )
+    produce("reviews.accepted", [(r.unit_code.encode(), dumps(r)) for r in map(review, range(300))])
+    writer = _writer(nowhere)
+    exits: list[int] = []
+
+    def failed_attempts() -> float:
+        return sum(
+            s.value for m in writer.metrics.retries.collect() for s in m.samples if s.name.endswith("_total")
+        )
+
+    with WriterThread(writer, on_stall=exits.append):
+        wait_for(lambda: failed_attempts() >= 1, what="the first insert to fail")
+        first = failed_attempts()
+        time.sleep(4 * STALL)  # every record fetched long ago; only the attempts go on
+        assert failed_attempts() >= first + 4, "the writer should have kept trying, with backoff"
+        assert exits == [], "retrying through an outage is what the writer should do, not a stall"
+    assert sum(writer.rows_written.values()) == 0
+
+
+@pytest.mark.integration
+def test_an_idle_lane_with_everything_written_is_never_stalled(
+    stall_settings: Settings, sink_topics: list[str], migrated: Any, produce: Any
+) -> None:
+    produce("reviews.accepted", [(r.unit_code.encode(), dumps(r)) for r in map(review, range(200))])
+    writer = _writer(stall_settings)
+    exits: list[int] = []
+    with WriterThread(writer, on_stall=exits.append):
+        wait_for(lambda: sum(writer.rows_written.values()) == 200, what="the 200 reviews written")
+        # Idle for several bounds: the broker's end offsets are the offsets the writer committed.
+        time.sleep(4 * STALL)
+        assert exits == []
+
+
+@pytest.mark.integration
+def test_an_idle_lane_after_a_transactional_producer_is_never_stalled(
+    stall_settings: Settings, sink_topics: list[str], migrated: Any
+) -> None:
+    """A transaction's commit marker follows its last record: the offset committed after the batch stops
+    short of it (the marker is never fetched), so the end offset stays one above; nothing waits."""
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=stall_settings.kafka.bootstrap_servers,
+        transactional_id=f"stall-test-{stall_settings.clickhouse.database}",
+    )
+    producer.init_transactions()
+    producer.begin_transaction()
+    for r in map(review, range(90)):
+        producer.send(
+            stall_settings.kafka.topic("reviews.accepted"), key=r.unit_code.encode(), value=dumps(r)
+        )
+    producer.commit_transaction()
+    producer.close()
+    writer = _writer(stall_settings)
+    exits: list[int] = []
+    with WriterThread(writer, on_stall=exits.append):
+        wait_for(lambda: sum(writer.rows_written.values()) == 90, what="the 90 reviews written")
+        time.sleep(4 * STALL)
+        assert exits == []
