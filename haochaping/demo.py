@@ -228,9 +228,10 @@ class Demo:
                 self._start_kafka()
                 self._start_clickhouse()
                 self._start_services()
-                # A worker that finds itself stalled exits to be started again (haochaping/liveness.py).
+                # A worker or the sink that finds itself stalled exits to be started again
+                # (haochaping/liveness.py).
                 self._supervisor = Supervisor(
-                    lambda: [s for s in self.services if s.name.startswith("worker")],
+                    lambda: [s for s in self.services if s.name.startswith("worker") or s.name == "sink"],
                     on_restart=lambda service, code: self.console.print(
                         f"[yellow]![/] {service.name} found itself stalled (exit {code}) and was started "
                         f"again; what it waited on is in {service.log_path}"

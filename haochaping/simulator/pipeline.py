@@ -73,8 +73,9 @@ class Pipeline:
     workers: list[Service] = field(default_factory=list)
     simulator: Service | None = None
     truth_path: Path = field(init=False)
-    # Restarts a worker that exits to be restarted (a stall it found in itself: haochaping/liveness.py), as
-    # Kubernetes would; a drill's own kill is left alone. Its ``restarts`` are reported by the drills.
+    # Restarts a worker or the sink that exits to be restarted (a stall it found in itself:
+    # haochaping/liveness.py), as Kubernetes would; a drill's own kill is left alone. Its ``restarts`` are
+    # reported by the drills.
     supervisor: Supervisor = field(init=False)
 
     def __post_init__(self) -> None:
@@ -103,12 +104,15 @@ class Pipeline:
                 # Short enough for a drill to see the restart within its run; far above a rebalance here.
                 stall_seconds=30,
             ),
-            sink=SinkSettings(group_id=f"drill-sink-{tag}", metrics_port=0, max_backoff_seconds=2.0),
+            # stall_seconds as the worker's; a ClickHouse outage longer than it is not a stall (each retry moves).
+            sink=SinkSettings(
+                group_id=f"drill-sink-{tag}", metrics_port=0, max_backoff_seconds=2.0, stall_seconds=30
+            ),
         )
         self.broker = KafkaBroker(self.var_dir, kafka_port, controller_port, libs_dir=self.kafka_libs_dir)
         self.clickhouse = ClickHouseServer(self.var_dir, http_port, tcp_port)
         self.truth_path = self.var_dir / "truth.jsonl"
-        self.supervisor = Supervisor(lambda: list(self.workers))
+        self.supervisor = Supervisor(lambda: [*self.workers, *([self.sink] if self.sink else [])])
 
     # -- processes ------------------------------------------------------------------------------
 
