@@ -737,7 +737,20 @@ def exit_for_restart(code: int) -> None:
     """End the process now: not the writer's graceful stop, which waits for the very insert or commit that is
     stuck. The log is flushed first, for the dump to be read."""
     logging.shutdown()
+    sys.stderr.flush()  # the task dump
     os._exit(code)
+
+
+def check_stall_bound(settings: Settings) -> None:
+    """Refuse a stall bound that a lane waiting out its backoff between two insert attempts would reach."""
+    s = settings.sink
+    if 0 < s.stall_seconds <= s.max_backoff_seconds:
+        raise ValueError(
+            f"sink.stall_seconds is {s.stall_seconds:g} s, not above sink.max_backoff_seconds "
+            f"({s.max_backoff_seconds:g} s): a lane waiting out its backoff during a ClickHouse outage would "
+            f"be taken for stalled and restarted. Set it well above (the default is 180 s), or 0 to turn "
+            f"the check off"
+        )
 
 
 class StallCheck:
@@ -829,6 +842,7 @@ def lanes(settings: Settings, metrics: SinkMetrics | None = None) -> list[SinkWr
     wrong = {t: b for t, b in settings.sink.latency_topics.items() if not b > 0}
     if wrong:
         raise ValueError(f"sink.latency_topics gives {wrong}: a time bound must be a number of seconds > 0")
+    check_stall_bound(settings)
     metrics = metrics or SinkMetrics()
     if settings.clickhouse.url.startswith("chdb://"):
         return [SinkWriter(settings, metrics=metrics)]
@@ -852,10 +866,13 @@ async def run_lanes(
     With ``on_stall`` and ``sink.stall_seconds`` > 0, a :class:`StallCheck` watches each writer and calls
     ``on_stall(70)`` when one stalled for good; the default ends the process for its supervisor to restart.
     """
+    watch = on_stall is not None and bool(writers) and writers[0].settings.sink.stall_seconds > 0
+    if watch:
+        check_stall_bound(writers[0].settings)
     tasks = [asyncio.create_task(w.run(), name=f"sink-{w.lane or 'writer'}") for w in writers]
     checks: list[asyncio.Task[None]] = []
     backlog: Backlog | None = None
-    if on_stall is not None and writers and writers[0].settings.sink.stall_seconds > 0:
+    if watch and on_stall is not None:
         backlog = Backlog(writers[0].settings.kafka, owner="sink")
         checks = [
             asyncio.create_task(

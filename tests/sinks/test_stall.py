@@ -17,7 +17,7 @@ from haochaping.liveness import STALL_EXIT_CODE
 from haochaping.settings import ClickHouseSettings, Settings
 from sinks.batches import Batch, PartitionBuffer
 from sinks.metrics import SinkMetrics
-from sinks.writer import LIVENESS_CHECK_SECONDS, SinkWriter, WriterThread, _Outcome
+from sinks.writer import LIVENESS_CHECK_SECONDS, SinkWriter, WriterThread, _Outcome, lanes
 from tests.sinks.factories import dumps, review, wait_for
 
 STALL = 3.0  # sink.stall_seconds in these tests
@@ -89,6 +89,21 @@ def test_every_insert_that_ends_moves_the_writer_written_or_failed(sink_settings
     assert "being inserted: none" in writer.state()
 
 
+def test_a_stall_bound_a_backoff_would_reach_is_refused_at_start(sink_settings: Settings) -> None:
+    settings = sink_settings.model_copy(
+        update={
+            "sink": sink_settings.sink.model_copy(update={"stall_seconds": 20, "max_backoff_seconds": 30})
+        }
+    )
+    with pytest.raises(ValueError) as refused:
+        lanes(settings)
+    message = str(refused.value)
+    assert "sink.stall_seconds is 20 s, not above sink.max_backoff_seconds (30 s)" in message
+    assert "or 0 to turn the check off" in message
+    off = settings.model_copy(update={"sink": settings.sink.model_copy(update={"stall_seconds": 0})})
+    assert lanes(off)
+
+
 # -- the check against the real broker and ClickHouse -------------------------------------------------
 
 
@@ -99,11 +114,16 @@ class HangingInsert(SinkWriter):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.release = threading.Event()
-        self.hung_at: float | None = None
+        self.hung = threading.Event()
+        self.last_fetch = 0.0  # when records were last fetched: the last time this writer moved
+
+    def _take(self, data: Any, now: float, wall: float) -> None:
+        if any(data.values()):
+            self.last_fetch = time.monotonic()
+        super()._take(data, now, wall)
 
     def _write_batch(self, batch: Batch) -> _Outcome:
-        if self.hung_at is None:
-            self.hung_at = time.monotonic()
+        self.hung.set()
         self.release.wait(300)
         return super()._write_batch(batch)
 
@@ -129,10 +149,9 @@ def test_a_lane_whose_insert_hangs_exits_70_once_stalled_for_the_bound(
             writer.release.set()
             thread.stop()
     [(code, at)] = exits
-    assert code == STALL_EXIT_CODE
-    # Not before the bound (records were still fetched after the first insert hung), nor long after it.
-    assert writer.hung_at is not None
-    assert STALL <= at - writer.hung_at <= STALL + 5 * LIVENESS_CHECK_SECONDS
+    assert code == STALL_EXIT_CODE and writer.hung.is_set()
+    # Not before the bound after the lane last moved, nor long after it.
+    assert STALL <= at - writer.last_fetch <= STALL + 3 * LIVENESS_CHECK_SECONDS
     # The log says which lane, why, and what the writer was doing.
     topic = stall_settings.kafka.topic("reviews.accepted")
     [line] = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
