@@ -642,6 +642,9 @@ async def throughput_phase(p: Pipeline, args: argparse.Namespace, token: str) ->
             counted[0] += sum(1 for r in rows if r["kind"] == "review" and r["outcome"] == "accepted")
 
         sender.on_accepted = on_accepted
+        pids = process_pids(p)
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        bench_cpu0 = time.process_time()
         t0 = time.time()
         stats = await sender.run(
             generator,  # type: ignore[arg-type]
@@ -658,6 +661,8 @@ async def throughput_phase(p: Pipeline, args: argparse.Namespace, token: str) ->
             total = await api_total()
             await asyncio.sleep(0.1)
         t_visible = time.time()
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+        cpu["bench (sender, polls)"] = time.process_time() - bench_cpu0
     n = total - before
     print(
         f"\n[throughput] {counted[0]:,} ratings taken by ingest in {t_ingested - t0:.1f} s "
@@ -668,6 +673,22 @@ async def throughput_phase(p: Pipeline, args: argparse.Namespace, token: str) ->
         f"{n / (t_visible - t0):,.0f} reviews/s sustained end to end"
         + ("" if total >= target else f"  (only {n:,} of {target - before:,} within 300 s)")
     )
+    if n:
+        # What each process spent per review carried: on a machine the pipeline had to itself, these
+        # costs bound the rate whatever the tuning (cores / CPU-seconds per review).
+        per_review = {name: seconds / n for name, seconds in cpu.items()}
+        pipeline = sum(v for k, v in per_review.items() if not k.startswith("bench"))
+        print(
+            "  CPU per review carried: "
+            + ", ".join(f"{name} {v * 1e6:.0f} µs" for name, v in per_review.items())
+            + f"; pipeline {pipeline * 1e6:.0f} µs"
+        )
+        cores = os.cpu_count() or 1
+        print(
+            f"  at that cost {cores} cores carry at most {cores / pipeline:,.0f} reviews/s with nothing else "
+            f"running, {cores / (pipeline + per_review['bench (sender, polls)']):,.0f}/s beside this sender"
+            f"; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
 
 
 async def consume_floor(p: Pipeline) -> None:
@@ -723,6 +744,14 @@ def main() -> None:
     parser.add_argument("--throughput-concurrency", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="stream worker processes")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--sink-topic-partitions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="partitions of the topics the sink reads (reviews.accepted, ledger.events, alerts: "
+        "kafka.topic_partitions); default: as kafka.topic_partitions says, else --partitions",
+    )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument(
         "--breakdown",
@@ -749,6 +778,10 @@ def main() -> None:
 
     p = Pipeline(REPO / "var" / "bench" / f"e2e-{os.getpid()}", REPO / "var" / "kafka" / "libs")
     p.settings.kafka.partitions = args.partitions
+    if args.sink_topic_partitions is not None:
+        p.settings.kafka.topic_partitions = dict.fromkeys(
+            ("reviews.accepted", "ledger.events", "alerts"), args.sink_topic_partitions
+        )
     if args.sink_latency_topics is not None:
         p.settings.sink.latency_topics = args.sink_latency_topics
     if args.sink_batch_seconds is not None:
@@ -760,7 +793,8 @@ def main() -> None:
 
         p.settings.sink.metrics_port = free_port()  # the sink's step times, read after the latency phase
     print(
-        f"machine: {os.cpu_count()} CPUs; pipeline: 1 ingest, {args.workers} worker(s), 1 sink, 1 API, {args.partitions} partitions"
+        f"machine: {os.cpu_count()} CPUs; pipeline: 1 ingest, {args.workers} worker(s), 1 sink, 1 API, "
+        f"{args.partitions} partitions; of their own: {orjson.dumps(p.settings.kafka.topic_partitions).decode()}"
     )
     print(
         f"sink: batch_seconds {p.settings.sink.batch_seconds}, "

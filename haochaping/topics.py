@@ -14,7 +14,10 @@ class TopicSpec:
     key: str  # what the record key is: documents the partitioning contract
     purpose: str
     config: dict[str, str] = field(default_factory=dict)
-    co_partitioned: bool = True  # takes the common partition count
+    # Takes the common partition count: a topic the worker reads, whose partitions its tables follow.
+    # The others (written by the worker, read only by the sink and the API) may have a count of their own
+    # (``kafka.topic_partitions``).
+    co_partitioned: bool = True
 
 
 # Ledger tables are partitioned by ticket id: ledger.intake and ledger.commands must have the same
@@ -22,7 +25,12 @@ class TopicSpec:
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("reviews.raw", "unit code", "a review as the contract defines it, with receive time"),
     TopicSpec("workorders.raw", "work-order id", "12345 work orders and their call-back results"),
-    TopicSpec("reviews.accepted", "unit code", "validated, deduplicated reviews with fraud flags"),
+    TopicSpec(
+        "reviews.accepted",
+        "unit code",
+        "validated, deduplicated reviews with fraud flags",
+        co_partitioned=False,
+    ),
     TopicSpec("ledger.intake", "ticket id", "a triaged item that opens a ticket"),
     TopicSpec("ledger.commands", "ticket id", "an officer's or supervisor's action on a ticket"),
     TopicSpec(
@@ -30,10 +38,13 @@ TOPICS: tuple[TopicSpec, ...] = (
         "ticket id",
         "every change of a ticket: the audit trail, kept forever",
         {"retention.ms": "-1"},
+        co_partitioned=False,
     ),
-    TopicSpec("satisfaction.minute", "dimension tuple", "per-minute counts per level"),
-    TopicSpec("alerts", "unit code", "overdue tickets and bad-review spikes"),
-    TopicSpec("deadletter", "source topic", "the original bytes, the stage and the reason"),
+    TopicSpec("satisfaction.minute", "dimension tuple", "per-minute counts per level", co_partitioned=False),
+    TopicSpec("alerts", "unit code", "overdue tickets and bad-review spikes", co_partitioned=False),
+    TopicSpec(
+        "deadletter", "source topic", "the original bytes, the stage and the reason", co_partitioned=False
+    ),
 )
 
 
@@ -42,12 +53,36 @@ def topic_names(settings: KafkaSettings) -> dict[str, str]:
     return {spec.name: settings.topic(spec.name) for spec in TOPICS}
 
 
+def check_topic_partitions(settings: KafkaSettings) -> None:
+    """Refuse a partition count of its own for a topic that must keep the common one, or for no topic."""
+    specs = {spec.name: spec for spec in TOPICS}
+    unknown = sorted(set(settings.topic_partitions) - set(specs))
+    if unknown:
+        raise ValueError(
+            f"kafka.topic_partitions names {unknown}: there are no such topics; the topics are {sorted(specs)}"
+        )
+    pinned = sorted(n for n in settings.topic_partitions if specs[n].co_partitioned)
+    if pinned:
+        free = sorted(n for n, spec in specs.items() if not spec.co_partitioned)
+        raise ValueError(
+            f"kafka.topic_partitions names {pinned}: the worker reads these, and its tables follow their "
+            f"partitions, so they take kafka.partitions; a count of its own is for {free}"
+        )
+    wrong = {n: c for n, c in settings.topic_partitions.items() if c < 1}
+    if wrong:
+        raise ValueError(f"kafka.topic_partitions gives {wrong}: a topic needs at least 1 partition")
+
+
 def ensure_topics(
     settings: KafkaSettings, *, specs: Iterable[TopicSpec] = TOPICS, timeout_s: float = 30.0
 ) -> list[str]:
-    """Create the missing topics with the configured partition count; return the names created."""
+    """Create the missing topics with the configured partition counts; return the names created.
+
+    A topic that exists keeps its partitions (Kafka cannot take partitions away)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import TopicAlreadyExistsError
+
+    check_topic_partitions(settings)
 
     admin = KafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers,
@@ -59,7 +94,7 @@ def ensure_topics(
         wanted = [
             NewTopic(
                 settings.topic(spec.name),
-                num_partitions=settings.partitions,
+                num_partitions=settings.partitions_of(spec.name),
                 replication_factor=settings.replication_factor,
                 topic_configs=spec.config,
             )

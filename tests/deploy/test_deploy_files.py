@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from haochaping.topics import TOPICS
+from haochaping.settings import KafkaSettings
+from haochaping.topics import TOPICS, check_topic_partitions
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -87,12 +88,24 @@ def test_k8s_has_kafka_topics_clickhouse_workloads_autoscaling_and_monitoring() 
     } <= kinds
 
 
-def test_every_topic_has_a_kafka_topic_with_one_partition_count() -> None:
+def test_every_topic_has_a_kafka_topic_with_the_partitions_the_settings_give_it() -> None:
     topics = {d["spec"]["topicName"]: d["spec"] for d in by_kind("KafkaTopic").values()}
     assert {spec.name for spec in TOPICS} <= set(topics)
-    # ledger.intake and ledger.commands must be co-partitioned: one count for all.
-    assert len({spec["partitions"] for spec in topics.values()}) == 1
+    config = by_kind("ConfigMap")["haochaping"]["data"]
+    kafka = KafkaSettings(
+        partitions=int(config["HAOCHAPING_KAFKA__PARTITIONS"]),
+        topic_partitions=json.loads(config["HAOCHAPING_KAFKA__TOPIC_PARTITIONS"]),
+    )
+    check_topic_partitions(kafka)
+    # The topics the workers read (ledger.intake and ledger.commands above all) share the common count.
+    assert {spec.name: topics[spec.name]["partitions"] for spec in TOPICS} == {
+        spec.name: kafka.partitions_of(spec.name) for spec in TOPICS
+    }
+    assert {topics[spec.name]["partitions"] for spec in TOPICS if spec.co_partitioned} == {kafka.partitions}
     assert topics["ledger.events"]["config"]["retention.ms"] == "-1"
+    # No more sink replicas than partitions of the sink's topics: the rest would stay idle.
+    sink_partitions = max(kafka.partitions_of(n) for n in ("reviews.accepted", "ledger.events", "alerts"))
+    assert by_kind("HorizontalPodAutoscaler")["sink"]["spec"]["maxReplicas"] <= sink_partitions
 
 
 def test_http_services_have_probes_and_every_autoscaler_targets_a_workload() -> None:

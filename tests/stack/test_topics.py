@@ -45,9 +45,9 @@ def test_a_fresh_broker_is_ready_for_a_group_once_the_wait_returns(
         finally:
             admin.close()
         assert sorted(t["name"] for t in described if not t["error_code"]) == sorted(names)
-        assert all(
-            len(t["partitions"]) == 3 and all(p["leader_id"] >= 0 for p in t["partitions"]) for t in described
-        )
+        wanted = {settings.topic(spec.name): settings.partitions_of(spec.name) for spec in TOPICS}
+        assert {t["name"]: len(t["partitions"]) for t in described} == wanted
+        assert all(p["leader_id"] >= 0 for t in described for p in t["partitions"])
 
         consumer = KafkaConsumer(
             names[0],
@@ -72,3 +72,56 @@ def test_the_wait_says_what_is_missing(tmp_path: Path, kafka_stack: KafkaBroker)
     settings = KafkaSettings(bootstrap_servers=kafka_stack.bootstrap_servers)
     with pytest.raises(TimeoutError, match=r"not ready for consumer group 'g'.*no-such-topic"):
         wait_until_ready_for_group(settings, "g", ["no-such-topic"], timeout_s=1)
+
+
+def test_topics_the_worker_only_writes_take_a_partition_count_of_their_own(kafka_stack: KafkaBroker) -> None:
+    """The sink inserts per partition: its topics may have fewer partitions than the worker's sources."""
+    import uuid
+
+    from kafka.admin import KafkaAdminClient
+
+    settings = KafkaSettings(
+        bootstrap_servers=kafka_stack.bootstrap_servers,
+        topic_prefix=f"tp{uuid.uuid4().hex[:8]}.",
+        partitions=3,
+        topic_partitions={"reviews.accepted": 1, "ledger.events": 2},
+    )
+    ensure_topics(settings)
+    admin = KafkaAdminClient(bootstrap_servers=kafka_stack.bootstrap_servers)
+    try:
+        described = admin.describe_topics([settings.topic(spec.name) for spec in TOPICS])
+    finally:
+        admin.close()
+    counts = {t["name"].removeprefix(settings.topic_prefix): len(t["partitions"]) for t in described}
+    assert counts == {
+        "reviews.raw": 3,
+        "workorders.raw": 3,
+        "reviews.accepted": 1,
+        "ledger.intake": 3,
+        "ledger.commands": 3,
+        "ledger.events": 2,
+        "satisfaction.minute": 3,
+        "alerts": 3,
+        "deadletter": 3,
+    }
+
+
+@pytest.mark.parametrize(
+    ("override", "says"),
+    [
+        ({"reviews.raw": 1}, r"names \['reviews.raw'\]: the worker reads these.*take kafka.partitions"),
+        (
+            {"ledger.intake": 2, "ledger.commands": 2},
+            r"\['ledger.commands', 'ledger.intake'\]: the worker reads",
+        ),
+        ({"reviews.acepted": 1}, r"names \['reviews.acepted'\]: there are no such topics"),
+        ({"alerts": 0}, r"gives \{'alerts': 0\}: a topic needs at least 1 partition"),
+    ],
+)
+def test_a_partition_count_of_its_own_is_refused_where_it_would_break_the_worker(
+    override: dict[str, int], says: str
+) -> None:
+    # No broker needed: the settings are refused before any client is made.
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:1", topic_partitions=override)
+    with pytest.raises(ValueError, match=says):
+        ensure_topics(settings)
