@@ -1,12 +1,15 @@
 """When a consumer has stopped moving for good: records wait on its partitions, and for a long time it
-has neither fetched one nor finished a batch. Used by the stream worker (``streams.app``).
+has neither fetched one nor finished a batch. Used by the stream worker (``streams.app``) and by each
+lane of the sink (``sinks/writer.py``, ``StallCheck``; there a failed insert attempt counts as moving,
+so a ClickHouse outage with its backoff is not a stall).
 
 The fault drills caught a surviving worker in that state, rarely, twice over: its offset commit waiting
 on a producer flush that never ended (found since: ``streams.outbox.track_unknown_topics``), and its
 recovery after a rebalance waiting for changelog records Faust had dropped (found since:
-``streams/transport.py``, point 7). Whatever else may stall a worker, this check ends it. Neither state ends by itself, and the process stays
-up, so a supervisor that only checks the process sees nothing wrong. The worker checks itself: once
-stalled for ``streams.stall_seconds`` it writes what each task waits on to its log and exits with
+``streams/transport.py``, point 7). Whatever else may stall a worker, this check ends it. Neither state
+ends by itself, and the process stays up, so a supervisor that only checks the process sees nothing
+wrong. The worker checks itself: once stalled for ``streams.stall_seconds`` (the sink:
+``sink.stall_seconds``) it writes what each task waits on to its log and exits with
 :data:`STALL_EXIT_CODE`, for its supervisor (Kubernetes, compose, ``haochaping demo``, the drills'
 pipeline) to start it again. Offsets are committed only for processed batches, so the restart redoes
 what was in flight and nothing is lost or counted twice.

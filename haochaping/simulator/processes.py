@@ -165,8 +165,8 @@ class Service:
 
 class Supervisor:
     """Starts a service again when it exits with a code that asks for it, as Kubernetes or compose would:
-    a stream worker that found itself stalled (``haochaping.liveness.STALL_EXIT_CODE``) writes its task dump
-    and exits for a restart. A service stopped or killed on purpose (SIGTERM, kill -9) is left alone.
+    a stream worker or a sink that found itself stalled (``haochaping.liveness.STALL_EXIT_CODE``) writes its
+    task dump and exits for a restart. A service stopped or killed on purpose (SIGTERM, kill -9) is left alone.
 
     ``services`` is read on every round, so services added later are watched too. Each restart is kept
     in :attr:`restarts` (name, exit code) and reported to ``on_restart``.
