@@ -527,6 +527,13 @@ class SinkWriter:
                 out[tp] = position if buf.start is None else max(position, buf.start)
         return out
 
+    def longest_insert(self) -> tuple[TP, float] | None:
+        """The partition whose insert in flight has run longest, and for how many seconds."""
+        if not self._writing_since:
+            return None
+        key, since = min(self._writing_since.items(), key=lambda kv: kv[1])
+        return key, time.monotonic() - since
+
     def state(self) -> str:
         """What the writer holds and does, for the log of a stall."""
 
@@ -756,7 +763,7 @@ def check_stall_bound(settings: Settings) -> None:
 class StallCheck:
     """Every few seconds, whether ``writer`` has stalled for good (haochaping/liveness.py): records wait on
     its partitions and for ``sink.stall_seconds`` it has fetched none, finished no batch and failed no
-    insert attempt. Then it logs why and the writer's state, writes what every thread and task waits on
+    insert attempt; or one partition's insert has not returned for that long while the others move on. Then it logs why and the writer's state, writes what every thread and task waits on
     (haochaping/taskdump.py) and calls ``on_stall(70)``: by default the process ends, for its supervisor
     to start it again.
 
@@ -800,13 +807,27 @@ class StallCheck:
         moved = self.writer.moved
         if self.liveness.moving(moved):
             self.liveness.check(moved, {})  # records the movement; nothing to ask the broker
-            return None
+            return self._stuck_insert()
         unwritten = await self.writer.unwritten()
         waiting = await self._backlog.waiting(list(unwritten), unwritten)
         if waiting is None:  # the broker did not answer: an outage, not this lane's stall
             self.liveness.check(moved, {})
             return None
         return self.liveness.check(self.writer.moved, waiting)
+
+    def _stuck_insert(self) -> str | None:
+        """A lane that moves may still hold one partition whose insert never returns while its other
+        partitions go on: that partition writes nothing more until it does. (A ClickHouse that does not
+        answer ends an insert after the client's send/receive timeout: an outage, retried, not this.)"""
+        bound = self.writer.settings.sink.stall_seconds
+        stuck = self.writer.longest_insert()
+        if stuck is None or bound <= 0 or stuck[1] < bound:
+            return None
+        (topic, partition), seconds = stuck
+        return (
+            f"the insert of {topic}[{partition}] has not returned for {seconds:.0f} s while the lane's other "
+            f"partitions moved on; that partition writes nothing more until it does"
+        )
 
     def stalled(self, reason: str) -> None:
         log.error(

@@ -18,7 +18,7 @@ from haochaping.settings import ClickHouseSettings, Settings
 from sinks.batches import Batch, PartitionBuffer
 from sinks.metrics import SinkMetrics
 from sinks.writer import LIVENESS_CHECK_SECONDS, SinkWriter, WriterThread, _Outcome, lanes
-from tests.sinks.factories import dumps, review, wait_for
+from tests.sinks.factories import alert, dumps, review, wait_for
 
 STALL = 3.0  # sink.stall_seconds in these tests
 
@@ -157,6 +157,66 @@ def test_a_lane_whose_insert_hangs_exits_70_once_stalled_for_the_bound(
     [line] = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
     assert line.startswith(f"sink lane bulk ({topic}) stalled: no record fetched and no batch finished for ")
     assert "record(s) wait on" in line and f"being inserted: {topic}[" in line and "the oldest for " in line
+    assert "exiting with 70" in line
+
+
+class HangingReviewsInsert(HangingInsert):
+    """Only the reviews' inserts hang; the lane's alerts are inserted as usual, as long as an insert thread
+    is free (the hung inserts may take them all)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hung_at = 0.0
+
+    def _write_batch(self, batch: Batch) -> _Outcome:
+        if not batch.topic.endswith("reviews.accepted"):
+            return SinkWriter._write_batch(self, batch)
+        self.hung_at = time.monotonic()
+        return super()._write_batch(batch)
+
+
+@pytest.mark.integration
+def test_one_partition_whose_insert_hangs_while_the_lane_moves_on_exits_70(
+    stall_settings: Settings,
+    sink_topics: list[str],
+    migrated: Any,
+    produce: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    produce("reviews.accepted", [(r.unit_code.encode(), dumps(r)) for r in map(review, range(100))])
+    writer = HangingReviewsInsert(
+        stall_settings,
+        metrics=SinkMetrics(CollectorRegistry()),
+        topics=("reviews.accepted", "alerts"),
+        lane="bulk",
+    )
+    exits: list[tuple[int, float]] = []
+    thread = WriterThread(writer, on_stall=lambda code: exits.append((code, time.monotonic())))
+    n = 0
+    with caplog.at_level(logging.INFO, logger="sinks.writer"):
+        thread.start()
+        try:
+            deadline = time.monotonic() + 60 + STALL
+            while not exits and time.monotonic() < deadline:
+                # Alerts keep coming and the lane keeps fetching them: it moves the whole time.
+                produce("alerts", [(a.unit_code.encode(), dumps(a)) for a in map(alert, range(n, n + 5))])
+                n += 5
+                time.sleep(0.3)
+        finally:
+            writer.release.set()
+            thread.stop()
+    assert exits, "the stall check should have called the exit"
+    [(code, at)] = exits
+    assert code == STALL_EXIT_CODE
+    assert writer.rows_written[f"{stall_settings.clickhouse.database}.alerts"] > 0
+    # The alerts moved the lane up to the end; the verdict came from the stuck insert's own age (the
+    # lane's own rule would not fire while it moves).
+    assert writer.last_fetch > writer.hung_at + STALL - 1
+    assert STALL <= at - writer.hung_at <= STALL + 3 * LIVENESS_CHECK_SECONDS
+    topic = stall_settings.kafka.topic("reviews.accepted")
+    [line] = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert f"stalled: the insert of {topic}[" in line
+    assert "has not returned for " in line and "while the lane's other partitions moved on" in line
     assert "exiting with 70" in line
 
 
