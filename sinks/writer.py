@@ -951,6 +951,13 @@ class WriterThread:
             self._error = exc
             log.exception("sink writer failed")
         finally:
+            # What a BaseException (a test's SystemExit) left suspended ends here, on its own loop, as in
+            # asyncio.run: not later in the garbage collector, with no loop to finish its cleanup on.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     def start(self) -> WriterThread:
