@@ -256,11 +256,15 @@ def test_an_idle_lane_with_everything_written_is_never_stalled(
     stall_settings: Settings, sink_topics: list[str], migrated: Any, produce: Any
 ) -> None:
     produce("reviews.accepted", [(r.unit_code.encode(), dumps(r)) for r in map(review, range(200))])
-    writer = _writer(stall_settings)
+    # Idle for several bounds: the broker's end offsets are the offsets the writer committed.
+    _writes_then_idles_without_a_stall(stall_settings, 200)
+
+
+def _writes_then_idles_without_a_stall(settings: Settings, n: int) -> None:
+    writer = _writer(settings)
     exits: list[int] = []
     with WriterThread(writer, on_stall=exits.append):
-        wait_for(lambda: sum(writer.rows_written.values()) == 200, what="the 200 reviews written")
-        # Idle for several bounds: the broker's end offsets are the offsets the writer committed.
+        wait_for(lambda: sum(writer.rows_written.values()) == n, what=f"the {n} reviews written")
         time.sleep(4 * STALL)
         assert exits == []
 
@@ -285,9 +289,4 @@ def test_an_idle_lane_after_a_transactional_producer_is_never_stalled(
         )
     producer.commit_transaction()
     producer.close()
-    writer = _writer(stall_settings)
-    exits: list[int] = []
-    with WriterThread(writer, on_stall=exits.append):
-        wait_for(lambda: sum(writer.rows_written.values()) == 90, what="the 90 reviews written")
-        time.sleep(4 * STALL)
-        assert exits == []
+    _writes_then_idles_without_a_stall(stall_settings, 90)
