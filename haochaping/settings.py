@@ -21,11 +21,9 @@ class KafkaSettings(BaseModel):
     partitions: int = 3
     # A partition count of its own for a topic the worker writes and never reads (reviews.accepted,
     # ledger.events, satisfaction.minute, alerts, deadletter), in place of ``partitions``. The sink makes
-    # one insert per partition per time bound, and ClickHouse pays a fixed cost per insert whatever its
-    # size (25-35 ms of CPU into ticket_events, 70-110 ms into reviews with its views), so the sink's
-    # topics get one partition: ClickHouse CPU per review 61-68 us instead of 128-155 us with 4
-    # (bench/e2e_bench.py --sink-topic-partitions), and one partition still takes 44k reviews/s into
-    # ClickHouse (bench/sink_bench.py --partitions 1). More only for more sink processes (docs/scaling.md).
+    # one ClickHouse insert per partition per time bound, and each insert has a fixed cost whatever its
+    # size, so the sink's topics get one partition; more only for more sink processes (docs/scaling.md
+    # has the measurements).
     topic_partitions: dict[str, int] = {"reviews.accepted": 1, "ledger.events": 1, "alerts": 1}
     replication_factor: int = 1
     client_id: str = "haochaping"
